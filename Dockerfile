@@ -1,0 +1,19 @@
+# One image for web, worker, beat and flower; docker-compose.yml picks the command.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1
+
+RUN useradd --create-home --uid 1000 aijobs
+WORKDIR /app
+
+COPY pyproject.toml ./
+RUN pip install --upgrade pip && pip install .
+COPY . .
+# Settings refuse to load without a secret; collectstatic needs none of its own.
+RUN DJANGO_SECRET_KEY=build-only python manage.py collectstatic --noinput
+
+USER aijobs
+EXPOSE 8000
+CMD ["gunicorn", "webapp.wsgi", "--bind", "0.0.0.0:8000"]

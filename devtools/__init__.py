@@ -1,0 +1,1 @@
+"""Developer tools: the Claude simulator and other helpers never imported by production code."""

@@ -1,0 +1,30 @@
+"""Errors the services raise; the web layer maps each to one HTTP status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServiceError(Exception):
+    code: str = "error"
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class InvalidInput(ServiceError):
+    code = "invalid_input"
+
+
+class IdempotencyKeyReused(ServiceError):
+    code = "idempotency_key_reused"
+
+
+class IdempotencyKeyInFlight(ServiceError):
+    code = "idempotency_key_in_flight"
+
+
+class JobAlreadyFinished(ServiceError):
+    code = "job_finished"

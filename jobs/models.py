@@ -1,0 +1,136 @@
+"""Jobs, the provider calls made for them, and API tokens."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Status(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+UNFINISHED = (Status.QUEUED, Status.RUNNING, Status.RETRYING)
+FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELED)
+
+COST_FIELD = {"max_digits": 14, "decimal_places": 6, "default": Decimal(0)}
+
+
+class TokenCounts(models.Model):
+    """The four token counts and their cost, shared by calls and job totals."""
+
+    input_tokens = models.PositiveIntegerField(default=0)
+    output_tokens = models.PositiveIntegerField(default=0)
+    cache_creation_input_tokens = models.PositiveIntegerField(default=0)
+    cache_read_input_tokens = models.PositiveIntegerField(default=0)
+    cost_usd = models.DecimalField(**COST_FIELD)
+
+    class Meta:
+        abstract = True
+
+
+class Job(TokenCounts):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs"
+    )
+    kind = models.CharField(max_length=32)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    model = models.CharField(max_length=64)
+    input = models.JSONField()
+    result = models.JSONField(null=True, blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+    # Incremented by every claim; finishing names it, so a worker whose lease
+    # lapsed and was reclaimed can no longer write a result (fencing).
+    attempts = models.PositiveIntegerField(default=0)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # NULL, not "", for "no key": the unique constraint must ignore keyless jobs.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    request_fingerprint = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    next_retry_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="job_idempotency_key_per_owner",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["owner", "-created_at", "-id"], name="job_owner_newest"),
+            models.Index(fields=["status", "lease_expires_at"], name="job_status_lease"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED
+
+
+class Outcome(models.TextChoices):
+    OK = "ok"
+    INVALID_OUTPUT = "invalid_output"
+    RETRYABLE_ERROR = "retryable_error"
+    PERMANENT_ERROR = "permanent_error"
+
+
+class ProviderCall(TokenCounts):
+    """One request to the model API: every paid call gets a row, failures included."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="calls")
+    attempt = models.PositiveIntegerField()
+    # 0 for the answer, 1 for the repair round of the same attempt.
+    seq = models.PositiveSmallIntegerField(default=0)
+    outcome = models.CharField(max_length=32, choices=Outcome.choices)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    provider_request_id = models.CharField(max_length=128, blank=True)
+    model = models.CharField(max_length=64)
+    stop_reason = models.CharField(max_length=32, blank=True)
+    latency_ms = models.PositiveIntegerField(default=0)
+    celery_task_id = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "attempt", "seq"], name="one_call_per_slot"),
+        ]
+        ordering = ["attempt", "seq"]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} attempt {self.attempt}.{self.seq} {self.outcome}"
+
+
+class ApiToken(models.Model):
+    """A bearer token for the JSON API; only its SHA-256 is stored."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100)
+    # The first characters, shown in lists so a user can tell tokens apart.
+    prefix = models.CharField(max_length=16)
+    digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}...)"

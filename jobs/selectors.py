@@ -1,0 +1,136 @@
+"""Read-side queries: every one is scoped to its owner."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time as time_module
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from uuid import UUID
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models.functions import TruncDate
+
+from jobs.errors import InvalidInput
+from jobs.models import ApiToken, Job, ProviderCall
+
+MAX_PAGE = 100
+TOKEN_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "cost_usd",
+)
+WAIT_FIRST_INTERVAL = 0.05
+WAIT_MAX_INTERVAL = 0.5
+GROUPINGS = {"day": "day", "kind": "job__kind", "model": "model"}
+
+
+def job_get(*, owner: AbstractBaseUser, job_id: UUID) -> Job | None:
+    return Job.objects.filter(owner=owner, pk=job_id).first()
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Job]
+    next_cursor: str | None
+
+
+def job_list(
+    *,
+    owner: AbstractBaseUser,
+    status: str | None = None,
+    kind: str | None = None,
+    limit: int = 20,
+    cursor: str | None = None,
+) -> Page:
+    """Newest first, keyset-paginated on (created_at, id) so pages stay stable under inserts."""
+    jobs = Job.objects.filter(owner=owner).order_by("-created_at", "-id")
+    if status:
+        jobs = jobs.filter(status=status)
+    if kind:
+        jobs = jobs.filter(kind=kind)
+    if cursor:
+        created_at, last_id = _decode_cursor(cursor)
+        jobs = jobs.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=last_id))
+    items = list(jobs[: limit + 1])
+    if len(items) <= limit:
+        return Page(items=items, next_cursor=None)
+    last = items[limit - 1]
+    return Page(items=items[:limit], next_cursor=_encode_cursor(last))
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created, _, job_id = base64.urlsafe_b64decode(padded).decode().partition("|")
+        return datetime.fromisoformat(created), UUID(job_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidInput(
+            "cursor is invalid",
+            details=[{"loc": ["query", "cursor"], "msg": "not a cursor from this API"}],
+        ) from None
+
+
+def job_calls(*, job: Job) -> QuerySet[ProviderCall]:
+    return job.calls.order_by("attempt", "seq")
+
+
+def usage_totals(
+    *, owner: AbstractBaseUser, start: date | None, end: date | None, group_by: str | None
+) -> dict[str, Any]:
+    """Token and cost totals of the owner's calls in [start, end] (whole UTC days)."""
+    calls = ProviderCall.objects.filter(job__owner=owner)
+    if start:
+        calls = calls.filter(created_at__gte=_day_start(start))
+    if end:
+        calls = calls.filter(created_at__lt=_day_start(end + timedelta(days=1)))
+    sums = {name: Sum(name, default=0) for name in TOKEN_FIELDS}
+    totals = calls.aggregate(calls=Count("id"), **sums)
+    groups: list[dict[str, Any]] = []
+    if group_by:
+        column = GROUPINGS[group_by]
+        grouped = calls.annotate(day=TruncDate("created_at")) if group_by == "day" else calls
+        rows = grouped.values(column).annotate(calls=Count("id"), **sums).order_by(column)
+        groups = [{"key": str(row.pop(column)), **row} for row in rows]
+    return {"totals": totals, "groups": groups}
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def job_wait(*, job: Job, seconds: float) -> Job:
+    """The job once it is finished or `seconds` have passed, polling with a growing interval.
+
+    Polling the row keeps the database the only truth; the interval starts
+    short so fast jobs answer fast, and grows so long waits stay cheap.
+    """
+    deadline = time_module.monotonic() + seconds
+    interval = WAIT_FIRST_INTERVAL
+    while not job.is_finished:
+        remaining = deadline - time_module.monotonic()
+        if remaining <= 0:
+            break
+        time_module.sleep(min(interval, remaining))
+        interval = min(interval * 2, WAIT_MAX_INTERVAL)
+        job.refresh_from_db()
+    return job
+
+
+def api_token_list(*, user: AbstractBaseUser) -> QuerySet[ApiToken]:
+    """The user's tokens, revoked ones included, newest first."""
+    return ApiToken.objects.filter(user=user).order_by("-created_at", "-id")
+
+
+def api_token_get(*, user: AbstractBaseUser, token_id: int) -> ApiToken | None:
+    return ApiToken.objects.filter(user=user, pk=token_id).first()

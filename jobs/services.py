@@ -1,0 +1,298 @@
+"""Every state change of a job: submit, claim, record a call, finish, retry, cancel.
+
+Claims and finishes are conditional UPDATEs whose row count decides who owns
+the work, so duplicate deliveries and stale workers cannot apply effects twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import partial
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from pydantic import BaseModel, ValidationError
+
+from celery_app import app as celery_app
+from jobs import kinds
+from jobs.errors import (
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
+    InvalidInput,
+    JobAlreadyFinished,
+)
+from jobs.models import UNFINISHED, Job, Outcome, ProviderCall, Status
+from jobs.usage import Usage
+
+# The task that runs a job; workers.tasks registers under this name, and the
+# name (not an import) is what keeps jobs independent of workers.
+RUN_JOB_TASK = "aijobs.run_job"
+
+
+@dataclass(frozen=True)
+class Submission:
+    job: Job
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class CallReport:
+    """What one provider call cost and how it ended, as the worker saw it."""
+
+    attempt: int
+    seq: int
+    model: str
+    outcome: Outcome
+    usage: Usage = field(default_factory=Usage)
+    provider_request_id: str = ""
+    stop_reason: str = ""
+    latency_ms: int = 0
+    http_status: int | None = None
+    error_code: str = ""
+    error_message: str = ""
+    celery_task_id: str = ""
+
+
+# --- submit -----------------------------------------------------------------
+
+
+def job_input_validate(*, kind: str, input: dict[str, Any], model: str | None) -> BaseModel:
+    """The kind's Input for this body, or InvalidInput with field-level details."""
+    try:
+        module = kinds.get_kind(kind)
+    except KeyError:
+        raise InvalidInput(
+            f"unknown kind {kind!r}",
+            details=[{"loc": ["kind"], "msg": f"must be one of {', '.join(kinds.KIND_NAMES)}"}],
+        ) from None
+    if model is not None and model not in settings.AIJOBS_MODEL_PRICES:
+        raise InvalidInput(
+            f"unknown model {model!r}",
+            details=[
+                {
+                    "loc": ["model"],
+                    "msg": f"must be one of {', '.join(settings.AIJOBS_MODEL_PRICES)}",
+                }
+            ],
+        )
+    if _contains_nul(input):
+        # PostgreSQL cannot store NUL in JSON text; refuse it before anything is written.
+        raise InvalidInput(
+            "input contains a NUL character", details=[{"loc": ["input"], "msg": "NUL not allowed"}]
+        )
+    try:
+        parsed = module.Input.model_validate(input)
+    except ValidationError as exc:
+        raise InvalidInput("input is invalid", details=_field_errors(exc)) from None
+    _check_text_size(parsed)
+    return parsed
+
+
+def _contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_contains_nul(key) or _contains_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_contains_nul(item) for item in value)
+    return False
+
+
+def _field_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": ["input", *error["loc"]], "msg": error["msg"], "type": error["type"]}
+        for error in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+
+
+def _check_text_size(parsed: BaseModel) -> None:
+    limit = settings.AIJOBS_MAX_INPUT_CHARS
+    if len(getattr(parsed, "text", "")) > limit:
+        raise InvalidInput(
+            "input text is too long",
+            details=[
+                {"loc": ["input", "text"], "msg": f"at most {limit} characters", "type": "too_long"}
+            ],
+        )
+
+
+def request_fingerprint(*, kind: str, input: dict[str, Any], model: str | None) -> str:
+    canonical = json.dumps(
+        {"kind": kind, "input": input, "model": model}, sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@transaction.atomic
+def job_submit(
+    *,
+    owner: AbstractBaseUser,
+    kind: str,
+    input: dict[str, Any],
+    model: str | None = None,
+    idempotency_key: str | None = None,
+) -> Submission:
+    """Store a queued job and send its message once the row is committed."""
+    parsed = job_input_validate(kind=kind, input=input, model=model)
+    fingerprint = request_fingerprint(kind=kind, input=input, model=model)
+    if idempotency_key is not None:
+        earlier = _job_for_key(owner=owner, key=idempotency_key, fingerprint=fingerprint)
+        if earlier is not None:
+            return Submission(job=earlier, replayed=True)
+    job = Job.objects.create(
+        owner=owner,
+        kind=kind,
+        model=model or settings.AIJOBS_MODELS[kind],
+        input=parsed.model_dump(mode="json", by_alias=True),
+        idempotency_key=idempotency_key,
+        request_fingerprint=fingerprint,
+    )
+    transaction.on_commit(partial(job_enqueue, job_id=job.id))
+    return Submission(job=job, replayed=False)
+
+
+def _job_for_key(*, owner: AbstractBaseUser, key: str, fingerprint: str) -> Job | None:
+    """The job an earlier request with this key made, if it is still inside the replay window.
+
+    A transaction-scoped advisory lock serialises requests with one key: a
+    second request while the first is uncommitted gets 409 instead of waiting.
+    """
+    if not _try_lock(f"idempotency:{owner.pk}:{key}"):
+        raise IdempotencyKeyInFlight("a request with this Idempotency-Key is still being processed")
+    earlier = Job.objects.filter(owner=owner, idempotency_key=key).first()
+    if earlier is None:
+        return None
+    window = timedelta(hours=settings.AIJOBS_IDEMPOTENCY_WINDOW_HOURS)
+    if earlier.created_at < timezone.now() - window:
+        # Past the window the key is free again; the old job keeps its data.
+        Job.objects.filter(pk=earlier.pk).update(idempotency_key=None)
+        return None
+    if earlier.request_fingerprint != fingerprint:
+        raise IdempotencyKeyReused("this Idempotency-Key was used with a different request body")
+    return earlier
+
+
+def _try_lock(name: str) -> bool:
+    lock_id = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [lock_id])
+        return bool(cursor.fetchone()[0])
+
+
+def job_enqueue(*, job_id: UUID, countdown: float | None = None) -> None:
+    """Send the job's message. Only the id travels: user text never sits in the broker."""
+    celery_app.send_task(RUN_JOB_TASK, args=[str(job_id)], countdown=countdown)
+
+
+# --- the worker's side ------------------------------------------------------------
+
+
+def job_claim(*, job_id: UUID | str) -> Job | None:
+    """Take the job for one attempt, or None when it is finished or someone holds a live lease."""
+    now = timezone.now()
+    claimable = Q(status__in=[Status.QUEUED, Status.RETRYING]) | Q(
+        status=Status.RUNNING, lease_expires_at__lt=now
+    )
+    claimed = Job.objects.filter(claimable, pk=job_id).update(
+        status=Status.RUNNING,
+        attempts=F("attempts") + 1,
+        lease_expires_at=now + timedelta(seconds=settings.AIJOBS_LEASE_SECONDS),
+        started_at=now,
+        next_retry_at=None,
+    )
+    if claimed == 0:
+        return None
+    return Job.objects.get(pk=job_id)
+
+
+@transaction.atomic
+def call_record(*, job_id: UUID, report: CallReport) -> ProviderCall:
+    """Store one provider call and add its usage to the job's totals, in one transaction."""
+    cost = report.usage.cost_usd(report.model)
+    call = ProviderCall.objects.create(
+        job_id=job_id,
+        attempt=report.attempt,
+        seq=report.seq,
+        model=report.model,
+        outcome=report.outcome,
+        provider_request_id=report.provider_request_id,
+        stop_reason=report.stop_reason,
+        latency_ms=report.latency_ms,
+        http_status=report.http_status,
+        error_code=report.error_code,
+        error_message=report.error_message[:2000],
+        celery_task_id=report.celery_task_id,
+        cost_usd=cost,
+        **report.usage.as_fields(),
+    )
+    increments = {name: F(name) + value for name, value in report.usage.as_fields().items()}
+    Job.objects.filter(pk=job_id).update(cost_usd=F("cost_usd") + cost, **increments)
+    return call
+
+
+def _update_held(job_id: UUID, attempt: int, **changes: Any) -> bool:
+    """Apply changes only while the caller still holds the job's current lease."""
+    held = Job.objects.filter(pk=job_id, status=Status.RUNNING, attempts=attempt)
+    return held.update(lease_expires_at=None, **changes) == 1
+
+
+def job_succeed(*, job_id: UUID, attempt: int, result: dict[str, Any]) -> bool:
+    return _update_held(
+        job_id,
+        attempt,
+        status=Status.SUCCEEDED,
+        result=result,
+        error_code="",
+        error_message="",
+        finished_at=timezone.now(),
+    )
+
+
+def job_fail(*, job_id: UUID, attempt: int, code: str, message: str) -> bool:
+    return _update_held(
+        job_id,
+        attempt,
+        status=Status.FAILED,
+        error_code=code,
+        error_message=message[:2000],
+        finished_at=timezone.now(),
+    )
+
+
+def job_schedule_retry(
+    *, job_id: UUID, attempt: int, delay: float, code: str, message: str
+) -> bool:
+    """Mark the job waiting for its next attempt; the caller sends the delayed message."""
+    return _update_held(
+        job_id,
+        attempt,
+        status=Status.RETRYING,
+        error_code=code,
+        error_message=message[:2000],
+        next_retry_at=timezone.now() + timedelta(seconds=delay),
+    )
+
+
+# --- the user's side ---------------------------------------------------------------
+
+
+def job_cancel(*, job: Job) -> Job:
+    """Cancel an unfinished job; a worker still calling Claude will find its lease gone."""
+    canceled = Job.objects.filter(pk=job.pk, status__in=UNFINISHED).update(
+        status=Status.CANCELED,
+        finished_at=timezone.now(),
+        lease_expires_at=None,
+        next_retry_at=None,
+    )
+    job.refresh_from_db()
+    if canceled == 0:
+        raise JobAlreadyFinished(f"job is already {job.status}")
+    return job

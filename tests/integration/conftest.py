@@ -1,0 +1,77 @@
+"""Integration fixtures: the simulator, a real Celery worker, and the API over HTTP."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.conf import settings
+
+from tests.integration.harness import ApiClient, Simulator, Worker, worker_env
+
+
+@pytest.fixture(scope="session")
+def simulator():
+    sim = Simulator.start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture(scope="session")
+def worker_logs(tmp_path_factory):
+    return tmp_path_factory.mktemp("worker-logs")
+
+
+@pytest.fixture(scope="module")
+def worker(django_db_setup, simulator, worker_logs, request):
+    """One worker shared by a module's tests; modules that kill workers start their own instead."""
+    name = f"{request.module.__name__.rsplit('.', 1)[-1]}@aijobs-test"
+    proc = Worker(name=name, log_path=worker_logs / f"{name}.log", env=worker_env(simulator.url))
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def start_worker(django_db_setup, simulator, worker_logs):
+    """Start dedicated workers for one test; all are stopped by PID at its end."""
+    started: list[Worker] = []
+
+    def start(**env_overrides: str) -> Worker:
+        name = f"w{len(started)}-{uuid.uuid4().hex[:6]}@aijobs-test"
+        proc = Worker(
+            name=name,
+            log_path=worker_logs / f"{name}.log",
+            env=worker_env(simulator.url, **env_overrides),
+        )
+        started.append(proc)
+        return proc.start()
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def api(live_server, token):
+    return ApiClient(base_url=live_server.url, token=token)
+
+
+@pytest.fixture
+def other_api(live_server, other_token):
+    return ApiClient(base_url=live_server.url, token=other_token)
+
+
+def unique(text: str) -> str:
+    """Job text with a unique word, so the simulator keeps this job's fault counters apart."""
+    return f"{text} [ref {uuid.uuid4().hex}]"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _delete_session_queue():
+    """Messages left for jobs of finished tests would otherwise stay in Redis for good."""
+    yield
+    from celery_app import app
+
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_delete(settings.CELERY_TASK_DEFAULT_QUEUE)

@@ -1,0 +1,204 @@
+"""Real processes for integration tests: the Claude simulator and Celery workers.
+
+Every process is started here with its PID kept, and stopped by that PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parents[2]
+TEST_API_KEY = "sk-test-canary-not-a-real-key-0000"
+
+
+def wait_for(
+    predicate: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.05
+) -> Any:
+    """Poll until predicate() is truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def database_url() -> str:
+    """The URL of the database Django uses now (the test database once it exists)."""
+    db = settings.DATABASES["default"]
+    auth = quote(db["USER"]) + (f":{quote(db['PASSWORD'])}" if db["PASSWORD"] else "")
+    host = db["HOST"] or ""
+    if host.startswith("/"):
+        return f"postgresql://{auth}@/{db['NAME']}?host={host}&port={db['PORT'] or 5432}"
+    return f"postgresql://{auth}@{host or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def stop_process(proc: subprocess.Popen, *, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+    if proc.poll() is not None:
+        return
+    os.kill(proc.pid, sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+@dataclass
+class Simulator:
+    proc: subprocess.Popen
+    url: str
+
+    @classmethod
+    def start(cls, *extra: str) -> Simulator:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "devtools.claude_sim", "--port", "0", *extra],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        line = proc.stdout.readline()
+        if "listening on" not in line:
+            stop_process(proc)
+            raise RuntimeError(f"simulator did not start: {line!r}")
+        return cls(proc=proc, url=line.rsplit(" ", 1)[-1].strip())
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.url}/_sim/stats", timeout=5) as response:
+            return json.load(response)
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+@dataclass
+class Worker:
+    """A real `celery worker` process on the session's queue and the test database."""
+
+    name: str
+    log_path: Path
+    env: dict[str, str]
+    concurrency: int = 8
+    proc: subprocess.Popen | None = field(default=None)
+
+    def start(self) -> Worker:
+        from celery_app import app
+
+        command = [
+            sys.executable, "-m", "celery", "-A", "celery_app", "worker",
+            "-P", "threads", "-c", str(self.concurrency), "-n", self.name,
+            "-Q", settings.CELERY_TASK_DEFAULT_QUEUE,
+            "--without-gossip", "--without-mingle", "-l", "INFO",
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        wait_for(
+            lambda: self._alive() and app.control.ping(destination=[self.name], timeout=0.5),
+            timeout=60,
+            what=f"worker {self.name} to answer a ping",
+        )
+        return self
+
+    def _alive(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(
+                f"worker {self.name} exited early:\n{self.log_path.read_text()[-3000:]}"
+            )
+        return True
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+
+    def kill(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+
+def worker_env(simulator_url: str, **overrides: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "webapp.settings_test",
+        "DATABASE_URL": database_url(),
+        "ANTHROPIC_BASE_URL": simulator_url,
+        "ANTHROPIC_API_KEY": TEST_API_KEY,
+        "AIJOBS_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
+    }
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class ApiClient:
+    """A JSON client for the API over real HTTP (the live server)."""
+
+    base_url: str
+    token: str
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> Response:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        request = urllib.request.Request(f"{self.base_url}/api/v1{path}", data=data, method=method)
+        request.add_header("Authorization", f"Bearer {self.token}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        try:
+            with urllib.request.urlopen(request, timeout=90) as answer:
+                return Response(
+                    answer.status,
+                    {k.lower(): v for k, v in answer.headers.items()},
+                    json.load(answer),
+                )
+        except urllib.error.HTTPError as answer:
+            return Response(
+                answer.code, {k.lower(): v for k, v in answer.headers.items()}, json.load(answer)
+            )
+
+    def submit(self, kind: str, input: dict[str, Any], **headers: str) -> Response:
+        return self.request("POST", "/jobs", {"kind": kind, "input": input}, headers=headers)
+
+    def wait(self, job_id: str, seconds: int = 60) -> dict[str, Any]:
+        """The job once finished (Prefer: wait), failing the test if it is not."""
+        deadline = time.monotonic() + seconds
+        while True:
+            job = self.request("GET", f"/jobs/{job_id}", headers={"Prefer": "wait=10"}).body
+            if job["status"] in ("succeeded", "failed", "canceled"):
+                return job
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id} still {job['status']} after {seconds}s")
+
+    def calls(self, job_id: str) -> list[dict[str, Any]]:
+        return self.request("GET", f"/jobs/{job_id}/calls").body

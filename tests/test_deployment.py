@@ -1,0 +1,107 @@
+"""docker-compose.yml and .env.example agree with the code (no Docker engine is needed)."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+from django.core.management import get_commands
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+APP_SERVICES = [name for name, service in SERVICES.items() if "build" in service]
+ENV_READERS = {"env_str", "env_bool", "env_int", "env_float", "env_list", "env_json"}
+
+
+def command_of(service: dict) -> list[str]:
+    command = service["command"]
+    words = shlex.split(command) if isinstance(command, str) else list(command)
+    if words[:2] == ["sh", "-c"]:
+        # The script's last `exec` runs the real command.
+        words = shlex.split(words[2].rsplit("exec ", 1)[-1])
+    return words
+
+
+def env_example_values() -> dict[str, str]:
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    pairs = [
+        line.split("=", 1) for line in lines if line and not line.startswith("#") and "=" in line
+    ]
+    return dict(pairs)
+
+
+def env_example_names() -> set[str]:
+    return set(env_example_values())
+
+
+def settings_env_names() -> set[str]:
+    tree = ast.parse((ROOT / "webapp" / "settings.py").read_text())
+    return {
+        node.args[0].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in ENV_READERS
+        and isinstance(node.args[0], ast.Constant)
+    }
+
+
+def test_the_app_services_are_all_there():
+    assert set(APP_SERVICES) == {"migrate", "web", "worker", "beat", "flower"}
+
+
+@pytest.mark.parametrize("name", APP_SERVICES)
+def test_each_command_points_at_something_that_exists(name):
+    words = command_of(SERVICES[name])
+    program = words[0]
+    if program == "python":
+        assert words[1] == "manage.py"
+        assert (ROOT / "manage.py").exists()
+        assert words[2] in get_commands(), f"no management command {words[2]!r}"
+    elif program == "celery":
+        assert words[1:3] == ["-A", "celery_app"]
+        assert importlib.import_module("celery_app").app.main == "aijobs"
+        assert words[3] in {"worker", "beat", "flower"}
+    elif program == "gunicorn":
+        module, _, attribute = words[1].partition(":")
+        assert hasattr(importlib.import_module(module), attribute or "application")
+    else:
+        pytest.fail(f"{name} runs an unexpected program {program!r}")
+
+
+def test_the_worker_consumes_the_queue_jobs_are_sent_to():
+    words = command_of(SERVICES["worker"])
+    assert words[words.index("-Q") + 1] == env_example_values()["AIJOBS_QUEUE"]
+
+
+def test_flower_is_never_started_without_basic_auth():
+    assert "FLOWER_BASIC_AUTH" in SERVICES["flower"]["command"][-1]
+    assert SERVICES["flower"]["ports"][0].startswith("127.0.0.1:")
+
+
+@pytest.mark.parametrize("name", ["postgres", "redis"])
+def test_stateful_services_have_healthchecks_and_volumes(name):
+    assert SERVICES[name]["healthcheck"]["test"]
+    volume = SERVICES[name]["volumes"][0].split(":")[0]
+    assert volume in COMPOSE["volumes"]
+
+
+def test_the_env_file_lists_every_variable_the_settings_read():
+    missing = settings_env_names() - env_example_names()
+    assert not missing, f".env.example lacks {sorted(missing)}"
+
+
+def test_every_app_service_reads_the_one_env_file():
+    for name in APP_SERVICES:
+        assert SERVICES[name]["env_file"] == ".env"
+        assert set(SERVICES[name]["environment"]) <= env_example_names()
+
+
+def test_the_image_runs_the_web_app():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert 'CMD ["gunicorn", "webapp.wsgi"' in dockerfile

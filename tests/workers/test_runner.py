@@ -1,0 +1,119 @@
+"""The runner's decisions, with Claude faked at its one seam: `workers.claude.call`."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs.models import Job, Status
+from jobs.services import job_submit
+from jobs.usage import Usage
+from workers import claude, runner
+
+pytestmark = pytest.mark.django_db
+
+VALID = {"summary": "A short summary of the text.", "key_points": ["One point."]}
+
+
+@pytest.fixture
+def job(user):
+    return job_submit(owner=user, kind="summarize", input={"text": "Some text. More text."}).job
+
+
+@pytest.fixture
+def replies(monkeypatch):
+    """Queue the answers (a dict to validate, or a ClaudeError) the fake Claude gives, in order."""
+    queued: list[dict | claude.ClaudeError] = []
+    seen: list[list[dict]] = []
+
+    def fake_call(*, model, system, messages, output_model, max_tokens) -> claude.Reply:
+        seen.append(list(messages))
+        answer = queued.pop(0)
+        if isinstance(answer, claude.ClaudeError):
+            raise answer
+        try:
+            output, errors = output_model.model_validate(answer), ""
+        except Exception as exc:
+            output, errors = None, str(exc)
+        return claude.Reply(
+            output=output,
+            validation_errors=errors,
+            text=str(answer),
+            usage=Usage(input_tokens=100, output_tokens=20),
+            request_id=f"req_{len(seen)}",
+            stop_reason="end_turn",
+            latency_ms=5,
+        )
+
+    monkeypatch.setattr(claude, "call", fake_call)
+    return queued, seen
+
+
+def test_a_valid_answer_succeeds_the_job(job, replies):
+    queued, _ = replies
+    queued.append(VALID)
+
+    assert runner.run_job(job.id).retry_in is None
+
+    job.refresh_from_db()
+    assert job.status == Status.SUCCEEDED
+    assert job.result == VALID
+    assert job.input_tokens == 100
+
+
+def test_an_invalid_answer_gets_one_repair_round_with_the_errors(job, replies):
+    queued, seen = replies
+    queued.extend([{"summary": "no key points"}, VALID])
+
+    runner.run_job(job.id)
+
+    job.refresh_from_db()
+    assert job.status == Status.SUCCEEDED
+    assert [call.outcome for call in job.calls.all()] == ["invalid_output", "ok"]
+    repair = seen[1]
+    assert [m["role"] for m in repair] == ["user", "assistant", "user"]
+    assert "key_points" in repair[2]["content"]
+
+
+def test_a_retryable_error_schedules_a_retry(job, replies):
+    queued, _ = replies
+    queued.append(
+        claude.ClaudeError("rate_limited", "429", retryable=True, retry_after=1.0, status=429)
+    )
+
+    outcome = runner.run_job(job.id)
+
+    assert outcome.retry_in is not None
+    assert outcome.retry_in >= 1.0
+    job.refresh_from_db()
+    assert job.status == Status.RETRYING
+    assert job.error_code == "rate_limited"
+
+
+def test_the_last_attempt_fails_instead_of_retrying(job, replies, settings):
+    queued, _ = replies
+    settings.AIJOBS_MAX_ATTEMPTS = 1
+    queued.append(claude.ClaudeError("overloaded", "529", retryable=True, status=529))
+
+    assert runner.run_job(job.id).retry_in is None
+
+    job.refresh_from_db()
+    assert job.status == Status.FAILED
+    assert "gave up after 1 attempts" in job.error_message
+
+
+def test_a_permanent_error_fails_at_once(job, replies):
+    queued, _ = replies
+    queued.append(claude.ClaudeError("bad_request", "400", retryable=False, status=400))
+
+    assert runner.run_job(job.id).retry_in is None
+
+    job.refresh_from_db()
+    assert (job.status, job.error_code) == (Status.FAILED, "bad_request")
+    assert job.calls.get().outcome == "permanent_error"
+
+
+def test_a_job_held_by_someone_else_is_skipped_without_calling(job, replies):
+    Job.objects.filter(pk=job.id).update(status=Status.CANCELED)
+
+    assert runner.run_job(job.id).retry_in is None
+    assert job.calls.count() == 0

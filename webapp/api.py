@@ -1,0 +1,383 @@
+"""The JSON API under /api/v1: parse, call a service or selector, present."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse
+from ninja import Field, NinjaAPI, Query, Schema, Status
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.security import HttpBearer, SessionAuth
+from pydantic import ConfigDict
+
+from jobs import selectors, services
+from jobs.errors import (
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
+    InvalidInput,
+    JobAlreadyFinished,
+    ServiceError,
+)
+from jobs.health import system_health
+from jobs.models import Job, ProviderCall
+from jobs.models import Status as JobStatus
+from jobs.tokens import api_token_authenticate
+
+MAX_WAIT_SECONDS = 60
+PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+)")
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+SERVICE_ERROR_STATUS = {
+    InvalidInput: 422,
+    IdempotencyKeyReused: 422,
+    IdempotencyKeyInFlight: 409,
+    JobAlreadyFinished: 409,
+}
+
+
+class BearerToken(HttpBearer):
+    def authenticate(self, request: HttpRequest, token: str) -> Any:
+        return api_token_authenticate(token)
+
+
+api = NinjaAPI(
+    title="aijobs",
+    version="1",
+    description="Summarize, classify and extract jobs run on Claude; submit, then poll.",
+    auth=[BearerToken(), SessionAuth()],
+    urls_namespace="api",
+)
+
+
+# --- schemas ------------------------------------------------------------------------
+
+
+class JobCreate(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(description="summarize, classify or extract")
+    input: dict[str, Any] = Field(description="the kind's input; see the job kinds in the README")
+    model: str | None = Field(default=None, description="a Claude model; defaults per kind")
+
+
+class UsageOut(Schema):
+    input_tokens: int
+    output_tokens: int
+    cache_creation_input_tokens: int
+    cache_read_input_tokens: int
+    cost_usd: str
+
+
+class JobError(Schema):
+    code: str
+    message: str
+
+
+class JobOut(Schema):
+    id: UUID
+    kind: str
+    status: JobStatus
+    model: str
+    input: dict[str, Any]
+    result: dict[str, Any] | None
+    error: JobError | None
+    attempts: int
+    usage: UsageOut
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    next_retry_at: datetime | None
+
+
+class JobPage(Schema):
+    items: list[JobOut]
+    next_cursor: str | None
+
+
+class CallOut(UsageOut):
+    attempt: int
+    seq: int
+    outcome: str
+    error: JobError | None
+    http_status: int | None
+    model: str
+    stop_reason: str
+    latency_ms: int
+    provider_request_id: str
+    created_at: datetime
+
+
+class UsageGroup(UsageOut):
+    key: str
+    calls: int
+
+
+class UsageTotals(UsageOut):
+    calls: int
+
+
+class UsageReport(Schema):
+    start: date | None = Field(alias="from")
+    end: date | None = Field(alias="to")
+    group_by: str | None
+    totals: UsageTotals
+    groups: list[UsageGroup]
+
+
+class ErrorBody(Schema):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorOut(Schema):
+    error: ErrorBody
+
+
+class Health(Schema):
+    ok: bool
+    database: bool
+    broker: bool
+    workers: list[str]
+
+
+class JobFilters(Schema):
+    status: JobStatus | None = None
+    kind: str | None = None
+    limit: int = Field(default=20, ge=1, le=selectors.MAX_PAGE)
+    cursor: str | None = None
+
+
+class UsageQuery(Schema):
+    start: date | None = Field(default=None, alias="from")
+    end: date | None = Field(default=None, alias="to")
+    group_by: Literal["day", "kind", "model"] | None = None
+
+
+# --- presentation -------------------------------------------------------------------
+
+
+def _usage(row: Job | ProviderCall) -> dict[str, Any]:
+    return {
+        "input_tokens": row.input_tokens,
+        "output_tokens": row.output_tokens,
+        "cache_creation_input_tokens": row.cache_creation_input_tokens,
+        "cache_read_input_tokens": row.cache_read_input_tokens,
+        "cost_usd": f"{row.cost_usd:.6f}",
+    }
+
+
+def _error(code: str, message: str) -> dict[str, str] | None:
+    return {"code": code, "message": message} if code else None
+
+
+def present_job(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "status": job.status,
+        "model": job.model,
+        "input": job.input,
+        "result": job.result,
+        "error": _error(job.error_code, job.error_message),
+        "attempts": job.attempts,
+        "usage": _usage(job),
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "next_retry_at": job.next_retry_at,
+    }
+
+
+def present_call(call: ProviderCall) -> dict[str, Any]:
+    return {
+        **_usage(call),
+        "attempt": call.attempt,
+        "seq": call.seq,
+        "outcome": call.outcome,
+        "error": _error(call.error_code, call.error_message),
+        "http_status": call.http_status,
+        "model": call.model,
+        "stop_reason": call.stop_reason,
+        "latency_ms": call.latency_ms,
+        "provider_request_id": call.provider_request_id,
+        "created_at": call.created_at,
+    }
+
+
+def _job_response(request: HttpRequest, job: Job, status: int, **headers: str) -> HttpResponse:
+    response = api.create_response(
+        request, JobOut.model_validate(present_job(job)).model_dump(), status=status
+    )
+    for name, value in headers.items():
+        response[name.replace("_", "-")] = value
+    return response
+
+
+def _requested_wait(request: HttpRequest) -> int | None:
+    match = PREFER_WAIT.search(request.headers.get("Prefer", ""))
+    return min(int(match.group(1)), MAX_WAIT_SECONDS) if match else None
+
+
+def _maybe_wait(request: HttpRequest, job: Job) -> tuple[Job, dict[str, str]]:
+    seconds = _requested_wait(request)
+    if seconds is None:
+        return job, {}
+    return selectors.job_wait(job=job, seconds=seconds), {"Preference_Applied": f"wait={seconds}"}
+
+
+def _owned_job(request: HttpRequest, job_id: UUID) -> Job:
+    job = selectors.job_get(owner=request.auth, job_id=job_id)
+    if job is None:
+        raise HttpError(404, "no such job")
+    return job
+
+
+# --- endpoints ----------------------------------------------------------------------
+
+ERRORS = {
+    400: ErrorOut,
+    401: ErrorOut,
+    404: ErrorOut,
+    409: ErrorOut,
+    413: ErrorOut,
+    415: ErrorOut,
+    422: ErrorOut,
+}
+
+
+@api.post("/jobs", response={201: JobOut, **ERRORS}, summary="Submit a job")
+def create_job(request: HttpRequest, payload: JobCreate) -> HttpResponse:
+    """Store the job and queue it; with `Idempotency-Key`, a retry returns the first job."""
+    if request.content_type != "application/json":
+        raise HttpError(415, "send the body as application/json")
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not IDEMPOTENCY_KEY.match(key):
+        raise HttpError(400, "Idempotency-Key must be 1 to 255 printable ASCII characters")
+    submission = services.job_submit(
+        owner=request.auth,
+        kind=payload.kind,
+        input=payload.input,
+        model=payload.model,
+        idempotency_key=key,
+    )
+    job, headers = _maybe_wait(request, submission.job)
+    if submission.replayed:
+        headers["Idempotent_Replayed"] = "true"
+    return _job_response(request, job, 201, Location=f"/api/v1/jobs/{job.id}", **headers)
+
+
+@api.get("/jobs", response={200: JobPage, **ERRORS}, summary="List jobs, newest first")
+def list_jobs(request: HttpRequest, filters: Query[JobFilters]) -> dict[str, Any]:
+    page = selectors.job_list(owner=request.auth, **filters.model_dump())
+    return {"items": [present_job(job) for job in page.items], "next_cursor": page.next_cursor}
+
+
+@api.get("/jobs/{job_id}", response={200: JobOut, **ERRORS}, summary="Get a job")
+def get_job(request: HttpRequest, job_id: UUID) -> HttpResponse:
+    """`Prefer: wait=N` holds the answer until the job finishes or N (<= 60) seconds pass."""
+    job, headers = _maybe_wait(request, _owned_job(request, job_id))
+    return _job_response(request, job, 200, **headers)
+
+
+@api.get(
+    "/jobs/{job_id}/calls",
+    response={200: list[CallOut], **ERRORS},
+    summary="A job's provider calls",
+)
+def job_calls(request: HttpRequest, job_id: UUID) -> list[dict[str, Any]]:
+    return [present_call(call) for call in selectors.job_calls(job=_owned_job(request, job_id))]
+
+
+@api.post("/jobs/{job_id}/cancel", response={200: JobOut, **ERRORS}, summary="Cancel a job")
+def cancel_job(request: HttpRequest, job_id: UUID) -> dict[str, Any]:
+    return present_job(services.job_cancel(job=_owned_job(request, job_id)))
+
+
+@api.get("/usage", response={200: UsageReport, **ERRORS}, summary="Token and cost totals")
+def usage(request: HttpRequest, query: Query[UsageQuery]) -> dict[str, Any]:
+    report = selectors.usage_totals(
+        owner=request.auth, start=query.start, end=query.end, group_by=query.group_by
+    )
+    totals = {**report["totals"], "cost_usd": f"{report['totals']['cost_usd']:.6f}"}
+    groups = [{**group, "cost_usd": f"{group['cost_usd']:.6f}"} for group in report["groups"]]
+    return {
+        "from": query.start,
+        "to": query.end,
+        "group_by": query.group_by,
+        "totals": totals,
+        "groups": groups,
+    }
+
+
+@api.get(
+    "/health", auth=None, response={200: Health, 503: Health}, summary="Database, broker, workers"
+)
+def health(request: HttpRequest) -> Status[dict[str, Any]]:
+    report = system_health()
+    return Status(200 if report["ok"] else 503, report)
+
+
+# --- errors as {"error": {code, message, details}} -----------------------------------
+
+
+def _error_response(
+    request: HttpRequest, status: int, code: str, message: str, details: Any = None
+) -> HttpResponse:
+    body = {"error": {"code": code, "message": message, "details": details}}
+    return api.create_response(request, body, status=status)
+
+
+@api.exception_handler(ServiceError)
+def on_service_error(request: HttpRequest, exc: ServiceError) -> HttpResponse:
+    return _error_response(
+        request, SERVICE_ERROR_STATUS.get(type(exc), 400), exc.code, exc.message, exc.details
+    )
+
+
+def _body_relative(loc: list[Any]) -> list[Any]:
+    """Body fields named as in the body (`input.text`), like the services' own errors."""
+    parts = list(loc)
+    if parts[:1] == ["body"]:
+        parts = [part for part in parts[1:] if part != "payload"]
+    return parts
+
+
+@api.exception_handler(ValidationError)
+def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    details = [
+        {"loc": _body_relative(error["loc"]), "msg": error["msg"], "type": error["type"]}
+        for error in exc.errors
+    ]
+    return _error_response(request, 422, "invalid_request", "the request is invalid", details)
+
+
+@api.exception_handler(AuthenticationError)
+def on_unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    response = _error_response(
+        request, 401, "unauthenticated", "send a valid API token as 'Authorization: Bearer ...'"
+    )
+    response["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+HTTP_ERROR_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    409: "conflict",
+    415: "unsupported_media_type",
+}
+
+
+@api.exception_handler(HttpError)
+def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    code = HTTP_ERROR_CODES.get(exc.status_code, "error")
+    return _error_response(request, exc.status_code, code, exc.message)
+
+
+@api.exception_handler(RequestDataTooBig)
+def on_too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    return _error_response(request, 413, "request_too_large", "the request body is too large")

@@ -1,0 +1,228 @@
+"""Django settings for aijobs, read from the environment (see .env.example)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from webapp.env import (
+    database_from_url,
+    env_bool,
+    env_float,
+    env_int,
+    env_json,
+    env_list,
+    env_str,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off")
+    SECRET_KEY = "insecure-development-key-only-for-debug"
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_results",
+    "jobs",
+    "webapp",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    # Serves static files from gunicorn, with compression and caching headers.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "webapp.urls"
+WSGI_APPLICATION = "webapp.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "webapp.context_processors.platform",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": {
+        **database_from_url(env_str("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/aijobs")),
+        # Reused connections must survive a PostgreSQL restart: check before use.
+        "CONN_MAX_AGE": env_int("AIJOBS_DB_CONN_MAX_AGE", 60),
+        "CONN_HEALTH_CHECKS": True,
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / ".data" / "static"
+# Static files are found in the apps at startup, so no collectstatic step is
+# needed before `make demo` or the tests; the image runs collectstatic anyway.
+WHITENOISE_USE_FINDERS = True
+
+# Bodies above this are refused with 413 before they are parsed.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("AIJOBS_MAX_BODY_BYTES", 1_048_576, minimum=1024)
+
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SESSION_COOKIE_HTTPONLY = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("AIJOBS_LOG_LEVEL", "INFO")},
+    # httpx2 logs request lines only; the SDK's own debug logging would print
+    # whole prompts, so it stays at WARNING whatever the root level is.
+    "loggers": {
+        "anthropic": {"level": "WARNING"},
+        "httpx2": {"level": "WARNING"},
+    },
+}
+
+# --- Claude ---------------------------------------------------------------
+
+ANTHROPIC_API_KEY = env_str("ANTHROPIC_API_KEY", "")
+ANTHROPIC_BASE_URL = env_str("ANTHROPIC_BASE_URL", "")
+# Set by the demo when it points ANTHROPIC_BASE_URL at the simulator, so pages can say so.
+AIJOBS_SIMULATED = env_bool("AIJOBS_SIMULATED", False)
+# Linked from the web UI's navigation; Flower itself asks for FLOWER_BASIC_AUTH.
+AIJOBS_FLOWER_URL = env_str("AIJOBS_FLOWER_URL", "http://127.0.0.1:5555")
+
+# USD per million tokens. Cache writes cost 1.25x input and cache reads 0.1x,
+# as on Anthropic's price list; override with AIJOBS_MODEL_PRICES (JSON).
+_DEFAULT_PRICES = {
+    "claude-haiku-4-5": {"input": "1", "output": "5", "cache_write": "1.25", "cache_read": "0.10"},
+    "claude-sonnet-4-5": {
+        "input": "3",
+        "output": "15",
+        "cache_write": "3.75",
+        "cache_read": "0.30",
+    },
+    "claude-sonnet-4-6": {
+        "input": "3",
+        "output": "15",
+        "cache_write": "3.75",
+        "cache_read": "0.30",
+    },
+    "claude-opus-4-5": {"input": "5", "output": "25", "cache_write": "6.25", "cache_read": "0.50"},
+    "claude-opus-4-6": {"input": "5", "output": "25", "cache_write": "6.25", "cache_read": "0.50"},
+}
+
+
+def _prices(raw: dict[str, dict[str, str]]) -> dict[str, dict[str, Decimal]]:
+    fields = ("input", "output", "cache_write", "cache_read")
+    try:
+        return {model: {f: Decimal(str(table[f])) for f in fields} for model, table in raw.items()}
+    except (KeyError, ArithmeticError, TypeError) as exc:
+        raise ImproperlyConfigured(f"AIJOBS_MODEL_PRICES needs {fields} per model: {exc}") from None
+
+
+AIJOBS_MODEL_PRICES = _prices(env_json("AIJOBS_MODEL_PRICES", _DEFAULT_PRICES))
+AIJOBS_MODELS = {
+    "summarize": env_str("AIJOBS_MODEL_SUMMARIZE", "claude-haiku-4-5"),
+    "classify": env_str("AIJOBS_MODEL_CLASSIFY", "claude-haiku-4-5"),
+    "extract": env_str("AIJOBS_MODEL_EXTRACT", "claude-sonnet-4-6"),
+}
+for _kind, _model in AIJOBS_MODELS.items():
+    if _model not in AIJOBS_MODEL_PRICES:
+        raise ImproperlyConfigured(f"model {_model!r} for {_kind} has no entry in the price table")
+
+AIJOBS_MAX_INPUT_CHARS = env_int("AIJOBS_MAX_INPUT_CHARS", 100_000, minimum=100)
+AIJOBS_CLAUDE_TIMEOUT = env_float("AIJOBS_CLAUDE_TIMEOUT", 60.0, minimum=1.0)
+AIJOBS_MAX_ATTEMPTS = env_int("AIJOBS_MAX_ATTEMPTS", 5, minimum=1)
+AIJOBS_RETRY_BASE_DELAY = env_float("AIJOBS_RETRY_BASE_DELAY", 2.0)
+AIJOBS_RETRY_MAX_DELAY = env_float("AIJOBS_RETRY_MAX_DELAY", 60.0)
+AIJOBS_IDEMPOTENCY_WINDOW_HOURS = env_int("AIJOBS_IDEMPOTENCY_WINDOW_HOURS", 24, minimum=1)
+AIJOBS_MAX_WAIT_SECONDS = 60
+
+# One attempt is at most two provider calls (the answer and one repair round)
+# plus a few writes; the hard limit kills a task stuck beyond that. The lease
+# outlives the hard limit, so nobody reclaims a job whose task still runs.
+AIJOBS_TASK_TIME_LIMIT = int(2 * AIJOBS_CLAUDE_TIMEOUT + 10)
+AIJOBS_LEASE_SECONDS = AIJOBS_TASK_TIME_LIMIT + 5
+
+# --- Celery ---------------------------------------------------------------
+
+REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+CELERY_RESULT_BACKEND = "django-db"
+CELERY_TASK_DEFAULT_QUEUE = env_str("AIJOBS_QUEUE", "aijobs")
+CELERY_RESULT_EXTENDED = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+# A job survives a worker dying mid-task: the message is acked only when the
+# task returns, and a killed pool child puts it back on the queue.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = AIJOBS_TASK_TIME_LIMIT
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Flower needs both event flags to show workers and task states.
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = True
+
+AIJOBS_VISIBILITY_TIMEOUT = env_int("AIJOBS_VISIBILITY_TIMEOUT", 3600, minimum=10)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": AIJOBS_VISIBILITY_TIMEOUT,
+    # kombu scans for unacked messages every interval x throttle seconds;
+    # its defaults (10 x 10) delay recovery of a dead worker's job by ~100 s.
+    "unacked_restore_interval": 5,
+    "unacked_restore_throttle": 1,
+}
+
+# With Redis, a message unacked for longer than the visibility timeout is
+# delivered again: a running task, or a retry waiting out its countdown, would
+# then run twice. And a dead worker's job is redelivered after the visibility
+# timeout: its lease must have lapsed by then, or the redelivery finds the job
+# still held and drops it. Refuse settings that allow either.
+_LONGEST_UNACKED = max(AIJOBS_LEASE_SECONDS, AIJOBS_TASK_TIME_LIMIT + AIJOBS_RETRY_MAX_DELAY)
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) and (
+    _LONGEST_UNACKED >= AIJOBS_VISIBILITY_TIMEOUT
+):
+    raise ImproperlyConfigured(
+        f"AIJOBS_VISIBILITY_TIMEOUT ({AIJOBS_VISIBILITY_TIMEOUT}s) must exceed "
+        f"{_LONGEST_UNACKED}s: the job lease and the task time limit plus AIJOBS_RETRY_MAX_DELAY "
+        "(both grow with AIJOBS_CLAUDE_TIMEOUT)"
+    )

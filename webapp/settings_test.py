@@ -1,0 +1,19 @@
+"""Settings for the test suite: the real ones, with fast retries and short timeouts."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key-not-for-production")
+os.environ.setdefault("DJANGO_DEBUG", "false")
+os.environ.setdefault("AIJOBS_CLAUDE_TIMEOUT", "3")
+os.environ.setdefault("AIJOBS_MAX_ATTEMPTS", "4")
+os.environ.setdefault("AIJOBS_RETRY_BASE_DELAY", "0.2")
+os.environ.setdefault("AIJOBS_RETRY_MAX_DELAY", "2")
+os.environ.setdefault("AIJOBS_VISIBILITY_TIMEOUT", "25")
+
+from webapp.settings import *  # noqa: F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+SESSION_COOKIE_SECURE = False
+CSRF_COOKIE_SECURE = False

@@ -1,0 +1,1 @@
+"""The Celery side: thin tasks, the job runner, and the Claude client."""

@@ -1,0 +1,16 @@
+"""Celery tasks: an interface to the runner, nothing more."""
+
+from __future__ import annotations
+
+from celery import Task, shared_task
+
+from jobs.services import RUN_JOB_TASK
+from workers import runner
+
+
+@shared_task(bind=True, name=RUN_JOB_TASK, max_retries=None)
+def run_job(self: Task, job_id: str) -> None:
+    """Run one attempt of the job; a retryable failure comes back as a Celery retry."""
+    outcome = runner.run_job(job_id, task_id=self.request.id or "")
+    if outcome.retry_in is not None:
+        raise self.retry(countdown=outcome.retry_in)
