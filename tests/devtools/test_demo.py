@@ -1,0 +1,126 @@
+"""The `make demo` launcher: it all comes up and answers; Ctrl-C stops every process it started."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psycopg
+import pytest
+from django.conf import settings
+
+from devtools.services import free_port, pid_alive
+from tests.integration.harness import database_url, wait_for
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_DATABASE = "aijobs_demo_test"
+
+
+@pytest.fixture
+def demo_database_url():
+    """A database of its own, so the demo's migrate and demo user touch nothing else."""
+    server = settings.DATABASES["default"]
+    host, port = server["HOST"] or "127.0.0.1", server["PORT"] or 5432
+    admin = f"postgresql://{server['USER']}@{host}:{port}/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {DEMO_DATABASE} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {DEMO_DATABASE}")
+    yield database_url().rsplit("/", 1)[0] + f"/{DEMO_DATABASE}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {DEMO_DATABASE} WITH (FORCE)")
+
+
+class Demo:
+    def __init__(self, database: str) -> None:
+        self.web_port, self.flower_port = free_port(), free_port()
+        env = {**os.environ, "DATABASE_URL": database}
+        env.pop("ANTHROPIC_API_KEY", None)
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "devtools.demo", "--web-port", str(self.web_port),
+             "--flower-port", str(self.flower_port), "--sim-latency-ms", "100"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        self.output: list[str] = []
+        wait_for(self._read_until_ready, timeout=120, what="the demo to print its welcome")
+
+    def _read_until_ready(self) -> bool:
+        line = self.proc.stdout.readline()
+        if not line and self.proc.poll() is not None:
+            raise AssertionError("demo exited:\n" + "".join(self.output))
+        self.output.append(line)
+        return line.startswith("Ctrl-C stops everything")
+
+    def value(self, pattern: str) -> str:
+        return re.search(pattern, "".join(self.output)).group(1)
+
+    def child_pids(self) -> list[int]:
+        return [int(pid) for pid in re.findall(r"started \w+ \(pid (\d+)\)", "".join(self.output))]
+
+    def interrupt(self) -> str:
+        self.proc.send_signal(signal.SIGINT)
+        rest, _ = self.proc.communicate(timeout=60)
+        return rest
+
+
+def get(
+    url: str, headers: dict[str, str] | None = None, body: bytes | None = None
+) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=40) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as answer:
+        return answer.code, answer.read()
+
+
+def test_demo_runs_the_platform_and_ctrl_c_stops_it_all(demo_database_url):
+    for run in (1, 2):  # a second run works without any cleanup
+        demo = Demo(demo_database_url)
+        try:
+            web = f"http://127.0.0.1:{demo.web_port}"
+            password = demo.value(r"password (\S+) \(web UI")
+            token = demo.value(r"API token\s+(\S+)")
+            assert "SIMULATED" in "".join(demo.output)
+
+            status, body = get(
+                f"{web}/api/v1/jobs",
+                {
+                    "Authorization": f"Bearer {token}",
+                    "Content-Type": "application/json",
+                    "Prefer": "wait=30",
+                },
+                json.dumps(
+                    {"kind": "summarize", "input": {"text": f"Demo run {run}. It works."}}
+                ).encode(),
+            )
+            assert status == 201
+            assert json.loads(body)["status"] == "succeeded"
+
+            flower = f"http://127.0.0.1:{demo.flower_port}"
+            assert get(f"{flower}/api/workers")[0] == 401
+            basic = base64.b64encode(f"demo:{password}".encode()).decode()
+            auth = {"Authorization": f"Basic {basic}"}
+
+            def workers_listed() -> bool:
+                status, workers = get(f"{flower}/api/workers?refresh=1", auth)
+                assert status == 200
+                return any(name.startswith("demo@") for name in json.loads(workers))
+
+            wait_for(workers_listed, timeout=30, what="Flower to list the demo worker", interval=0.5)
+        finally:
+            pids = demo.child_pids()
+            rest = demo.interrupt()
+        assert demo.proc.returncode == 0, rest
+        assert len(pids) == 5, "simulator, web, worker, beat and flower"
+        assert not [pid for pid in pids if pid_alive(pid)], rest
