@@ -28,3 +28,15 @@ class IdempotencyKeyInFlight(ServiceError):
 
 class JobAlreadyFinished(ServiceError):
     code = "job_finished"
+
+
+class SubmissionRateLimited(ServiceError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message, details={"retry_after": round(retry_after, 1)})
+        self.retry_after = retry_after
+
+
+class BudgetExceeded(ServiceError):
+    code = "budget_exceeded"

@@ -54,6 +54,12 @@ class Job(TokenCounts):
     # lapsed and was reclaimed can no longer write a result (fencing).
     attempts = models.PositiveIntegerField(default=0)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # Claims that took over a lapsed lease: a job that keeps killing its
+    # worker is failed after a few instead of crashing workers forever.
+    lost_leases = models.PositiveSmallIntegerField(default=0)
+    # When its message was last handed to the broker; null until the first
+    # publish succeeds, which is how the reaper finds jobs whose publish failed.
+    enqueued_at = models.DateTimeField(null=True, blank=True)
     # NULL, not "", for "no key": the unique constraint must ignore keyless jobs.
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     request_fingerprint = models.CharField(max_length=64, blank=True)
@@ -84,6 +90,10 @@ class Job(TokenCounts):
 
 
 class Outcome(models.TextChoices):
+    # Written before the request goes out, so a worker killed mid-call leaves a trace.
+    PENDING = "pending"
+    # A pending call whose worker died: it may have been billed; counted at its reservation.
+    UNKNOWN = "unknown"
     OK = "ok"
     INVALID_OUTPUT = "invalid_output"
     RETRYABLE_ERROR = "retryable_error"
@@ -106,11 +116,19 @@ class ProviderCall(TokenCounts):
     stop_reason = models.CharField(max_length=32, blank=True)
     latency_ms = models.PositiveIntegerField(default=0)
     celery_task_id = models.CharField(max_length=255, blank=True)
+    # The worst-case cost held against the owner's budget while the call is pending.
+    reserved_usd = models.DecimalField(**COST_FIELD)
+    budget_ledger = models.ForeignKey(
+        "BudgetLedger", on_delete=models.SET_NULL, null=True, blank=True
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["job", "attempt", "seq"], name="one_call_per_slot"),
+        ]
+        indexes = [
+            models.Index(fields=["outcome"], name="call_pending", condition=Q(outcome="pending")),
         ]
         ordering = ["attempt", "seq"]
 
@@ -134,3 +152,61 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}...)"
+
+
+class BudgetPeriod(models.TextChoices):
+    DAY = "day"
+    MONTH = "month"
+
+
+class UserLimits(models.Model):
+    """Per-user limits; an empty field means the platform default from settings."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="limits"
+    )
+    submissions_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Jobs a user may submit per minute; 0 means no limit."
+    )
+    max_running = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Jobs of this user running at once; the rest wait their turn.",
+    )
+    budget_usd = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="Spending allowed per period in USD; empty means the platform default.",
+    )
+    budget_period = models.CharField(
+        max_length=8, choices=BudgetPeriod.choices, default=BudgetPeriod.MONTH
+    )
+
+    class Meta:
+        verbose_name_plural = "user limits"
+
+    def __str__(self) -> str:
+        return f"limits of {self.user}"
+
+
+class BudgetLedger(models.Model):
+    """Spending of one user in one budget period: settled costs plus reservations in flight."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ledgers"
+    )
+    period_start = models.DateField()
+    spent_usd = models.DecimalField(**COST_FIELD)
+    reserved_usd = models.DecimalField(**COST_FIELD)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "period_start"], name="one_ledger_per_period"),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.user} from {self.period_start}: {self.spent_usd} + {self.reserved_usd} reserved"
+        )

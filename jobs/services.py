@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from decimal import Decimal
 from functools import partial
 from typing import Any
 from uuid import UUID
@@ -17,12 +19,12 @@ from uuid import UUID
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 from pydantic import BaseModel, ValidationError
 
 from celery_app import app as celery_app
-from jobs import kinds
+from jobs import kinds, limits
 from jobs.errors import (
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
@@ -31,6 +33,8 @@ from jobs.errors import (
 )
 from jobs.models import UNFINISHED, Job, Outcome, ProviderCall, Status
 from jobs.usage import Usage
+
+log = logging.getLogger(__name__)
 
 # The task that runs a job; workers.tasks registers under this name, and the
 # name (not an import) is what keeps jobs independent of workers.
@@ -47,9 +51,6 @@ class Submission:
 class CallReport:
     """What one provider call cost and how it ended, as the worker saw it."""
 
-    attempt: int
-    seq: int
-    model: str
     outcome: Outcome
     usage: Usage = field(default_factory=Usage)
     provider_request_id: str = ""
@@ -58,7 +59,6 @@ class CallReport:
     http_status: int | None = None
     error_code: str = ""
     error_message: str = ""
-    celery_task_id: str = ""
 
 
 # --- submit -----------------------------------------------------------------
@@ -147,6 +147,8 @@ def job_submit(
         earlier = _job_for_key(owner=owner, key=idempotency_key, fingerprint=fingerprint)
         if earlier is not None:
             return Submission(job=earlier, replayed=True)
+    limits.check_budget_left(owner.pk)
+    limits.check_submission_rate(owner.pk)
     job = Job.objects.create(
         owner=owner,
         kind=kind,
@@ -154,6 +156,7 @@ def job_submit(
         input=parsed.model_dump(mode="json", by_alias=True),
         idempotency_key=idempotency_key,
         request_fingerprint=fingerprint,
+        enqueued_at=timezone.now(),
     )
     transaction.on_commit(partial(job_enqueue, job_id=job.id))
     return Submission(job=job, replayed=False)
@@ -180,48 +183,130 @@ def _job_for_key(*, owner: AbstractBaseUser, key: str, fingerprint: str) -> Job 
     return earlier
 
 
+def _lock_id(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
 def _try_lock(name: str) -> bool:
-    lock_id = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    """A transaction-scoped advisory lock if it is free now."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [lock_id])
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_lock_id(name)])
         return bool(cursor.fetchone()[0])
 
 
-def job_enqueue(*, job_id: UUID, countdown: float | None = None) -> None:
-    """Send the job's message. Only the id travels: user text never sits in the broker."""
-    celery_app.send_task(RUN_JOB_TASK, args=[str(job_id)], countdown=countdown)
+def _lock(name: str) -> None:
+    """A transaction-scoped advisory lock, waiting for it."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_lock_id(name)])
+
+
+def job_enqueue(*, job_id: UUID, countdown: float | None = None) -> bool:
+    """Send the job's message; only the id travels, so user text never sits in the broker.
+
+    The job row says it was published (enqueued_at) from the start. When the
+    broker refuses, that mark is cleared and the reaper publishes the job
+    later: the job was accepted and must not fail, nor the request that made it.
+    """
+    try:
+        celery_app.send_task(RUN_JOB_TASK, args=[str(job_id)], countdown=countdown)
+    except Exception as exc:
+        log.warning(
+            "job %s: broker refused the message (%s); the reaper will resend it", job_id, exc
+        )
+        Job.objects.filter(pk=job_id).update(enqueued_at=None)
+        return False
+    return True
 
 
 # --- the worker's side ------------------------------------------------------------
 
 
-def job_claim(*, job_id: UUID | str) -> Job | None:
-    """Take the job for one attempt, or None when it is finished or someone holds a live lease."""
-    now = timezone.now()
-    claimable = Q(status__in=[Status.QUEUED, Status.RETRYING]) | Q(
-        status=Status.RUNNING, lease_expires_at__lt=now
+@dataclass(frozen=True)
+class Claim:
+    """The job held for one attempt, or none; `busy` when its owner is at their running limit."""
+
+    job: Job | None
+    busy: bool = False
+
+
+def _claimable(job: Job, now: datetime) -> bool:
+    if job.status in (Status.QUEUED, Status.RETRYING):
+        return True
+    return (
+        job.status == Status.RUNNING
+        and job.lease_expires_at is not None
+        and job.lease_expires_at < now
     )
-    claimed = Job.objects.filter(claimable, pk=job_id).update(
-        status=Status.RUNNING,
-        attempts=F("attempts") + 1,
-        lease_expires_at=now + timedelta(seconds=settings.AIJOBS_LEASE_SECONDS),
-        started_at=now,
-        next_retry_at=None,
-    )
-    if claimed == 0:
-        return None
-    return Job.objects.get(pk=job_id)
 
 
 @transaction.atomic
-def call_record(*, job_id: UUID, report: CallReport) -> ProviderCall:
-    """Store one provider call and add its usage to the job's totals, in one transaction."""
-    cost = report.usage.cost_usd(report.model)
-    call = ProviderCall.objects.create(
-        job_id=job_id,
-        attempt=report.attempt,
-        seq=report.seq,
-        model=report.model,
+def job_claim(*, job_id: UUID | str) -> Claim:
+    """Take the job for one attempt: a conditional UPDATE whose row count decides.
+
+    A claim that takes over a lapsed lease (its worker died) counts it in
+    `lost_leases`. The attempt number it sets fences off the old holder.
+    """
+    now = timezone.now()
+    job = Job.objects.filter(pk=job_id).first()
+    if job is None or not _claimable(job, now):
+        return Claim(job=None)
+    if not _below_running_limit(job.owner_id):
+        return Claim(job=None, busy=True)
+    lost = job.lost_leases + (1 if job.status == Status.RUNNING else 0)
+    changes = {
+        "status": Status.RUNNING,
+        "attempts": job.attempts + 1,
+        "lease_expires_at": now + timedelta(seconds=settings.AIJOBS_LEASE_SECONDS),
+        "started_at": now,
+        "next_retry_at": None,
+        "lost_leases": lost,
+    }
+    seen = Job.objects.filter(pk=job.pk, status=job.status, attempts=job.attempts)
+    if seen.update(**changes) == 0:
+        return Claim(job=None)
+    for name, value in changes.items():
+        setattr(job, name, value)
+    return Claim(job=job)
+
+
+def _below_running_limit(owner_id: int) -> bool:
+    """Whether the owner may start one more job; serialised per owner so two claims can't pass."""
+    limit = limits.limits_for(owner_id).max_running
+    if not limit:
+        return True
+    _lock(f"running:{owner_id}")
+    running = Job.objects.filter(
+        owner_id=owner_id, status=Status.RUNNING, lease_expires_at__gt=timezone.now()
+    ).count()
+    return running < limit
+
+
+def call_begin(
+    *, job: Job, seq: int, reserve_usd: Decimal, celery_task_id: str = ""
+) -> ProviderCall:
+    """Record a call as pending before it is sent, holding its worst-case cost against the budget.
+
+    Raises BudgetExceeded (and records nothing) when the reservation does not fit.
+    """
+    with transaction.atomic():
+        ledger = limits.budget_reserve(user_id=job.owner_id, amount=reserve_usd)
+        return ProviderCall.objects.create(
+            job_id=job.id,
+            attempt=job.attempts,
+            seq=seq,
+            model=job.model,
+            outcome=Outcome.PENDING,
+            celery_task_id=celery_task_id,
+            reserved_usd=reserve_usd if ledger else Decimal(0),
+            budget_ledger=ledger,
+        )
+
+
+@transaction.atomic
+def call_finish(*, call: ProviderCall, report: CallReport) -> bool:
+    """Record how a pending call ended and add its usage to the job and the budget, once."""
+    cost = report.usage.cost_usd(call.model)
+    finished = ProviderCall.objects.filter(pk=call.pk, outcome=Outcome.PENDING).update(
         outcome=report.outcome,
         provider_request_id=report.provider_request_id,
         stop_reason=report.stop_reason,
@@ -229,13 +314,16 @@ def call_record(*, job_id: UUID, report: CallReport) -> ProviderCall:
         http_status=report.http_status,
         error_code=report.error_code,
         error_message=report.error_message[:2000],
-        celery_task_id=report.celery_task_id,
         cost_usd=cost,
         **report.usage.as_fields(),
     )
+    if finished == 0:
+        return False
     increments = {name: F(name) + value for name, value in report.usage.as_fields().items()}
-    Job.objects.filter(pk=job_id).update(cost_usd=F("cost_usd") + cost, **increments)
-    return call
+    Job.objects.filter(pk=call.job_id).update(cost_usd=F("cost_usd") + cost, **increments)
+    if call.budget_ledger_id:
+        limits.budget_settle(ledger_id=call.budget_ledger_id, reserved=call.reserved_usd, cost=cost)
+    return True
 
 
 def _update_held(job_id: UUID, attempt: int, **changes: Any) -> bool:
@@ -271,13 +359,26 @@ def job_schedule_retry(
     *, job_id: UUID, attempt: int, delay: float, code: str, message: str
 ) -> bool:
     """Mark the job waiting for its next attempt; the caller sends the delayed message."""
+    now = timezone.now()
     return _update_held(
         job_id,
         attempt,
         status=Status.RETRYING,
         error_code=code,
         error_message=message[:2000],
-        next_retry_at=timezone.now() + timedelta(seconds=delay),
+        next_retry_at=now + timedelta(seconds=delay),
+        enqueued_at=now,
+    )
+
+
+def job_release(*, job_id: UUID, attempt: int) -> bool:
+    """Give the job back without using up an attempt (it waited for a rate limit, nothing was sent).
+
+    Safe for fencing: the attempt number only ever repeats after a release,
+    and the releasing worker does nothing more with the job.
+    """
+    return _update_held(
+        job_id, attempt, status=Status.QUEUED, attempts=attempt - 1, enqueued_at=timezone.now()
     )
 
 

@@ -7,9 +7,26 @@ import uuid
 
 import pytest
 
-# Each test session gets its own queue, so a stale message from an earlier
-# run (or another checkout on the same Redis) never reaches this run's workers.
-os.environ.setdefault("AIJOBS_QUEUE", f"aijobs-test-{uuid.uuid4().hex[:8]}")
+# Each test session gets its own queue and Redis keys, so a stale message or
+# rate-limit state from an earlier run (or another checkout on the same Redis)
+# never reaches this run.
+SESSION = f"aijobs-test-{uuid.uuid4().hex[:8]}"
+os.environ.setdefault("AIJOBS_QUEUE", SESSION)
+os.environ.setdefault("AIJOBS_REDIS_PREFIX", SESSION)
+
+
+@pytest.fixture(autouse=True)
+def _clean_rate_limits():
+    """Rate limits and pauses one test leaves in Redis must not slow the next."""
+    yield
+    from django.conf import settings
+
+    from jobs.ratelimit import get_redis
+
+    client = get_redis()
+    keys = list(client.scan_iter(match=f"{settings.AIJOBS_REDIS_PREFIX}:*", count=500))
+    if keys:
+        client.delete(*keys)
 
 
 @pytest.fixture

@@ -71,12 +71,17 @@ TEMPLATES = [
     },
 ]
 
+# Each process keeps a pool of connections shared by its threads: a worker with
+# hundreds of threads waiting on Claude returns its connection while it waits.
+# The pool checks a connection before lending it, so a PostgreSQL restart
+# costs the next query a reconnect instead of an error.
+AIJOBS_DB_POOL_SIZE = env_int("AIJOBS_DB_POOL_SIZE", 16, minimum=1)
 DATABASES = {
     "default": {
         **database_from_url(env_str("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/aijobs")),
-        # Reused connections must survive a PostgreSQL restart: check before use.
-        "CONN_MAX_AGE": env_int("AIJOBS_DB_CONN_MAX_AGE", 60),
+        "CONN_MAX_AGE": 0,
         "CONN_HEALTH_CHECKS": True,
+        "OPTIONS": {"pool": {"min_size": 1, "max_size": AIJOBS_DB_POOL_SIZE, "timeout": 30}},
     }
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -174,6 +179,32 @@ AIJOBS_MAX_ATTEMPTS = env_int("AIJOBS_MAX_ATTEMPTS", 5, minimum=1)
 AIJOBS_RETRY_BASE_DELAY = env_float("AIJOBS_RETRY_BASE_DELAY", 2.0)
 AIJOBS_RETRY_MAX_DELAY = env_float("AIJOBS_RETRY_MAX_DELAY", 60.0)
 AIJOBS_IDEMPOTENCY_WINDOW_HOURS = env_int("AIJOBS_IDEMPOTENCY_WINDOW_HOURS", 24, minimum=1)
+
+# --- Limits and budgets -------------------------------------------------------
+# The provider's limits per model ("*" for any other), as on the organisation's
+# tier: {"claude-sonnet-4-6": {"rpm": 4000, "input_tpm": 2000000, "output_tpm": 400000}}.
+AIJOBS_PROVIDER_LIMITS = env_json("AIJOBS_PROVIDER_LIMITS", {})
+if not isinstance(AIJOBS_PROVIDER_LIMITS, dict):
+    raise ImproperlyConfigured("AIJOBS_PROVIDER_LIMITS must be a JSON object of models")
+# Defaults per user (0: no limit); each user's row in the admin overrides them.
+AIJOBS_SUBMISSIONS_PER_MINUTE = env_int("AIJOBS_SUBMISSIONS_PER_MINUTE", 600)
+AIJOBS_MAX_RUNNING_PER_USER = env_int("AIJOBS_MAX_RUNNING_PER_USER", 0)
+_budget = env_str("AIJOBS_DEFAULT_BUDGET_USD", "")
+try:
+    AIJOBS_DEFAULT_BUDGET_USD = Decimal(_budget) if _budget else None
+except ArithmeticError:
+    raise ImproperlyConfigured(
+        f"AIJOBS_DEFAULT_BUDGET_USD must be a number, got {_budget!r}"
+    ) from None
+
+# --- Reconciliation -------------------------------------------------------------
+# A job whose worker died this many times is failed with worker_lost instead of
+# crashing another worker (with task_reject_on_worker_lost it would loop forever).
+AIJOBS_MAX_LOST_LEASES = env_int("AIJOBS_MAX_LOST_LEASES", 2)
+# A job queued this long after its message was published gets a new message.
+AIJOBS_REQUEUE_AFTER = env_int("AIJOBS_REQUEUE_AFTER", 300, minimum=1)
+AIJOBS_REAPER_INTERVAL = env_float("AIJOBS_REAPER_INTERVAL", 15.0, minimum=0.5)
+AIJOBS_RESULTS_TTL_DAYS = env_int("AIJOBS_RESULTS_TTL_DAYS", 7, minimum=1)
 AIJOBS_MAX_WAIT_SECONDS = 60
 
 # One attempt is at most two provider calls (the answer and one repair round)
@@ -185,6 +216,8 @@ AIJOBS_LEASE_SECONDS = AIJOBS_TASK_TIME_LIMIT + 5
 # --- Celery ---------------------------------------------------------------
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Rate-limit state in Redis lives under this prefix: deployments sharing one Redis keep apart.
+AIJOBS_REDIS_PREFIX = env_str("AIJOBS_REDIS_PREFIX", "aijobs")
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_TASK_DEFAULT_QUEUE = env_str("AIJOBS_QUEUE", "aijobs")
@@ -199,6 +232,21 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = AIJOBS_TASK_TIME_LIMIT
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# With the broker down, a submission gives up publishing quickly: the job is
+# already committed and the reaper publishes it once the broker is back.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+# Old task results are deleted in batches by aijobs.cleanup, not by Celery's
+# one-statement backend_cleanup, which times out on big tables.
+CELERY_RESULT_EXPIRES = None
+CELERY_BEAT_SCHEDULE = {
+    "reap": {"task": "aijobs.reap", "schedule": AIJOBS_REAPER_INTERVAL},
+    "cleanup": {"task": "aijobs.cleanup", "schedule": 3600.0},
+}
 # Flower needs both event flags to show workers and task states.
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True

@@ -8,16 +8,21 @@ over (or whose job was canceled) records its paid calls but changes nothing else
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 from uuid import UUID
 
 from django.conf import settings
+from django.db import connection
 
 from jobs import kinds, services
+from jobs.errors import BudgetExceeded
 from jobs.models import Job, Outcome
 from jobs.services import CallReport
-from workers import claude
+from jobs.usage import Usage
+from workers import claude, ratelimit
 from workers.backoff import retry_delay
 
 log = logging.getLogger(__name__)
@@ -26,6 +31,11 @@ REPAIR_INSTRUCTION = (
     "Your previous answer did not match the required format. Problems found:\n{errors}\n"
     "Answer again with JSON that satisfies the schema, fixing these problems."
 )
+# Characters per token when estimating a prompt before sending it: low on
+# purpose, so budget reservations and rate limits err on the safe side.
+CHARS_PER_TOKEN_ESTIMATE = 3
+# A job whose owner is at their running limit waits about this long, spread by jitter.
+BUSY_DELAY_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -35,12 +45,29 @@ class RunResult:
     retry_in: float | None = None
 
 
+@dataclass(frozen=True)
+class Request:
+    """One call's fixed parts, and what it is estimated to take from limits and budget."""
+
+    kind: ModuleType
+    output_model: Any
+    messages: list[dict[str, Any]]
+    estimated_input: int
+
+
 def run_job(job_id: UUID | str, *, task_id: str = "") -> RunResult:
-    job = services.job_claim(job_id=job_id)
+    claim = services.job_claim(job_id=job_id)
+    if claim.busy:
+        return RunResult(retry_in=_spread(BUSY_DELAY_SECONDS))
+    job = claim.job
     if job is None:
         log.info("job %s not claimable (finished, canceled or held): skipped", job_id)
         return RunResult()
     log.info("job %s attempt %d claimed (%s, %s)", job.id, job.attempts, job.kind, job.model)
+    if job.lost_leases > settings.AIJOBS_MAX_LOST_LEASES:
+        message = f"its worker stopped {job.lost_leases} times while running it"
+        services.job_fail(job_id=job.id, attempt=job.attempts, code="worker_lost", message=message)
+        return RunResult()
     try:
         return _attempt(job, task_id)
     except Exception:
@@ -58,30 +85,31 @@ def run_job(job_id: UUID | str, *, task_id: str = "") -> RunResult:
 def _attempt(job: Job, task_id: str) -> RunResult:
     kind = kinds.get_kind(job.kind)
     job_input = kind.Input.model_validate(job.input)
-    output_model = kind.output_model(job_input)
-    messages: list[dict[str, Any]] = [{"role": "user", "content": kind.build_prompt(job_input)}]
+    prompt = kind.build_prompt(job_input)
+    request = Request(
+        kind=kind,
+        output_model=kind.output_model(job_input),
+        messages=[{"role": "user", "content": prompt}],
+        estimated_input=(len(kind.SYSTEM_PROMPT) + len(prompt)) // CHARS_PER_TOKEN_ESTIMATE,
+    )
     for seq in (0, 1):
-        try:
-            reply = claude.call(
-                model=job.model,
-                system=kind.SYSTEM_PROMPT,
-                messages=messages,
-                output_model=output_model,
-                max_tokens=kind.MAX_TOKENS,
-            )
-        except claude.ClaudeError as err:
-            _record_error(job, seq, err, task_id)
-            return _after_error(job, err)
-        _record_reply(job, seq, reply, task_id)
+        reply = _call(job, seq, request, task_id)
+        if isinstance(reply, RunResult):
+            return reply
         if reply.output is not None:
             services.job_succeed(
                 job_id=job.id, attempt=job.attempts, result=kind.result_from(reply.output)
             )
             return RunResult()
-        messages += [
-            {"role": "assistant", "content": reply.text},
-            {"role": "user", "content": REPAIR_INSTRUCTION.format(errors=reply.validation_errors)},
-        ]
+        request.messages.extend(
+            [
+                {"role": "assistant", "content": reply.text},
+                {
+                    "role": "user",
+                    "content": REPAIR_INSTRUCTION.format(errors=reply.validation_errors),
+                },
+            ]
+        )
     services.job_fail(
         job_id=job.id,
         attempt=job.attempts,
@@ -89,6 +117,70 @@ def _attempt(job: Job, task_id: str) -> RunResult:
         message=f"output still invalid after a repair round:\n{reply.validation_errors}",
     )
     return RunResult()
+
+
+def _call(job: Job, seq: int, request: Request, task_id: str) -> claude.Reply | RunResult:
+    """One provider call within the fleet's rate limits and the owner's budget, always recorded."""
+    max_tokens = request.kind.MAX_TOKENS
+    wait = ratelimit.acquire(job.model, input_tokens=request.estimated_input, max_tokens=max_tokens)
+    if wait > 0:
+        return _wait_for_quota(job, seq, wait)
+    worst_case = Usage(input_tokens=request.estimated_input, output_tokens=max_tokens).cost_usd(
+        job.model
+    )
+    try:
+        call = services.call_begin(job=job, seq=seq, reserve_usd=worst_case, celery_task_id=task_id)
+    except BudgetExceeded as exc:
+        ratelimit.settle(job.model, estimated_input=request.estimated_input, actual_input=0,
+                         max_tokens=max_tokens, actual_output=0)  # fmt: skip
+        services.job_fail(job_id=job.id, attempt=job.attempts, code=exc.code, message=exc.message)
+        return RunResult()
+    # Give the database connection back to the pool while we wait on the network:
+    # hundreds of threads waiting on Claude must not hold hundreds of connections.
+    if not connection.in_atomic_block:
+        connection.close()
+    try:
+        reply = claude.call(
+            model=job.model,
+            system=request.kind.SYSTEM_PROMPT,
+            messages=request.messages,
+            output_model=request.output_model,
+            max_tokens=max_tokens,
+        )
+    except claude.ClaudeError as err:
+        services.call_finish(call=call, report=_error_report(err))
+        if err.status == 429 and err.retry_after:
+            ratelimit.pause(job.model, err.retry_after)
+        return _after_error(job, err)
+    services.call_finish(call=call, report=_reply_report(reply))
+    ratelimit.settle(
+        job.model,
+        estimated_input=request.estimated_input,
+        actual_input=reply.usage.input_tokens + reply.usage.cache_creation_input_tokens,
+        max_tokens=max_tokens,
+        actual_output=reply.usage.output_tokens,
+    )
+    return reply
+
+
+def _wait_for_quota(job: Job, seq: int, wait: float) -> RunResult:
+    """Over the fleet's rate limit: come back when there is room, never sleeping in a slot."""
+    delay = _spread(wait)
+    if seq == 0:
+        # Nothing was sent in this attempt, so it does not count as one.
+        services.job_release(job_id=job.id, attempt=job.attempts)
+        return RunResult(retry_in=delay)
+    message = "waiting for the provider rate limit before the repair round"
+    if services.job_schedule_retry(
+        job_id=job.id, attempt=job.attempts, delay=delay, code="rate_limited", message=message
+    ):
+        return RunResult(retry_in=delay)
+    return RunResult()
+
+
+def _spread(seconds: float) -> float:
+    """Jitter, so jobs told to wait the same time don't all come back at once."""
+    return seconds + random.uniform(0, seconds)
 
 
 def _after_error(job: Job, err: claude.ClaudeError) -> RunResult:
@@ -108,40 +200,26 @@ def _after_error(job: Job, err: claude.ClaudeError) -> RunResult:
     return RunResult(retry_in=delay)
 
 
-def _record_reply(job: Job, seq: int, reply: claude.Reply, task_id: str) -> None:
+def _reply_report(reply: claude.Reply) -> CallReport:
     valid = reply.output is not None
-    services.call_record(
-        job_id=job.id,
-        report=CallReport(
-            attempt=job.attempts,
-            seq=seq,
-            model=job.model,
-            outcome=Outcome.OK if valid else Outcome.INVALID_OUTPUT,
-            usage=reply.usage,
-            provider_request_id=reply.request_id,
-            stop_reason=reply.stop_reason,
-            latency_ms=reply.latency_ms,
-            http_status=200,
-            error_code="" if valid else "invalid_output",
-            error_message=reply.validation_errors,
-            celery_task_id=task_id,
-        ),
+    return CallReport(
+        outcome=Outcome.OK if valid else Outcome.INVALID_OUTPUT,
+        usage=reply.usage,
+        provider_request_id=reply.request_id,
+        stop_reason=reply.stop_reason,
+        latency_ms=reply.latency_ms,
+        http_status=200,
+        error_code="" if valid else "invalid_output",
+        error_message=reply.validation_errors,
     )
 
 
-def _record_error(job: Job, seq: int, err: claude.ClaudeError, task_id: str) -> None:
-    services.call_record(
-        job_id=job.id,
-        report=CallReport(
-            attempt=job.attempts,
-            seq=seq,
-            model=job.model,
-            outcome=Outcome.RETRYABLE_ERROR if err.retryable else Outcome.PERMANENT_ERROR,
-            provider_request_id=err.request_id,
-            latency_ms=err.latency_ms,
-            http_status=err.status,
-            error_code=err.code,
-            error_message=err.message,
-            celery_task_id=task_id,
-        ),
+def _error_report(err: claude.ClaudeError) -> CallReport:
+    return CallReport(
+        outcome=Outcome.RETRYABLE_ERROR if err.retryable else Outcome.PERMANENT_ERROR,
+        provider_request_id=err.request_id,
+        latency_ms=err.latency_ms,
+        http_status=err.status,
+        error_code=err.code,
+        error_message=err.message,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import Task, shared_task
 
+from jobs import reaper
 from jobs.services import RUN_JOB_TASK
 from workers import runner
 
@@ -14,3 +15,15 @@ def run_job(self: Task, job_id: str) -> None:
     outcome = runner.run_job(job_id, task_id=self.request.id or "")
     if outcome.retry_in is not None:
         raise self.retry(countdown=outcome.retry_in)
+
+
+@shared_task(name="aijobs.reap", ignore_result=True)
+def reap() -> dict[str, int]:
+    """Re-publish jobs that lost their message or worker (beat, every AIJOBS_REAPER_INTERVAL)."""
+    return reaper.jobs_reap()
+
+
+@shared_task(name="aijobs.cleanup", ignore_result=True)
+def cleanup() -> dict[str, int]:
+    """Free expired idempotency keys and delete old task results (beat, hourly)."""
+    return reaper.records_cleanup()

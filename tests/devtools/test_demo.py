@@ -84,40 +84,44 @@ def get(
         return answer.code, answer.read()
 
 
+def flower_lists_the_worker(flower: str, password: str) -> bool:
+    basic = base64.b64encode(f"demo:{password}".encode()).decode()
+    status, workers = get(f"{flower}/api/workers?refresh=1", {"Authorization": f"Basic {basic}"})
+    assert status == 200
+    return any(name.startswith("demo@") for name in json.loads(workers))
+
+
+def exercise(demo: Demo, run: int) -> None:
+    """A job over the API with the printed token, and Flower behind the printed password."""
+    token = demo.value(r"API token\s+(\S+)")
+    password = demo.value(r"password (\S+) \(web UI")
+    assert "SIMULATED" in "".join(demo.output)
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Content-Type": "application/json",
+        "Prefer": "wait=30",
+    }
+    body = json.dumps(
+        {"kind": "summarize", "input": {"text": f"Demo run {run}. It works."}}
+    ).encode()
+    status, answer = get(f"http://127.0.0.1:{demo.web_port}/api/v1/jobs", headers, body)
+    assert status == 201
+    assert json.loads(answer)["status"] == "succeeded"
+
+    flower = f"http://127.0.0.1:{demo.flower_port}"
+    assert get(f"{flower}/api/workers")[0] == 401
+    wait_for(
+        lambda: flower_lists_the_worker(flower, password),
+        timeout=30,
+        what="Flower to list the worker",
+    )
+
+
 def test_demo_runs_the_platform_and_ctrl_c_stops_it_all(demo_database_url):
     for run in (1, 2):  # a second run works without any cleanup
         demo = Demo(demo_database_url)
         try:
-            web = f"http://127.0.0.1:{demo.web_port}"
-            password = demo.value(r"password (\S+) \(web UI")
-            token = demo.value(r"API token\s+(\S+)")
-            assert "SIMULATED" in "".join(demo.output)
-
-            status, body = get(
-                f"{web}/api/v1/jobs",
-                {
-                    "Authorization": f"Bearer {token}",
-                    "Content-Type": "application/json",
-                    "Prefer": "wait=30",
-                },
-                json.dumps(
-                    {"kind": "summarize", "input": {"text": f"Demo run {run}. It works."}}
-                ).encode(),
-            )
-            assert status == 201
-            assert json.loads(body)["status"] == "succeeded"
-
-            flower = f"http://127.0.0.1:{demo.flower_port}"
-            assert get(f"{flower}/api/workers")[0] == 401
-            basic = base64.b64encode(f"demo:{password}".encode()).decode()
-            auth = {"Authorization": f"Basic {basic}"}
-
-            def workers_listed() -> bool:
-                status, workers = get(f"{flower}/api/workers?refresh=1", auth)
-                assert status == 200
-                return any(name.startswith("demo@") for name in json.loads(workers))
-
-            wait_for(workers_listed, timeout=30, what="Flower to list the demo worker", interval=0.5)
+            exercise(demo, run)
         finally:
             pids = demo.child_pids()
             rest = demo.interrupt()

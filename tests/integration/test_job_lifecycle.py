@@ -214,9 +214,9 @@ def test_cancel_while_running_discards_the_late_result(api, worker):
     assert canceled.body["status"] == "canceled"
 
     wait_for(
-        lambda: ProviderCall.objects.filter(job_id=job_id).exists(),
+        lambda: ProviderCall.objects.filter(job_id=job_id).exclude(outcome="pending").exists(),
         timeout=30,
-        what="the paid call",
+        what="the paid call to be recorded",
     )
     job = api.request("GET", f"/jobs/{job_id}").body
     assert job["status"] == "canceled"

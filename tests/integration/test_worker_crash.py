@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.conf import settings
+from django.utils import timezone
 
 from jobs.models import Job
+from jobs.reaper import calls_mark_unknown
 from tests.integration.conftest import unique
 from tests.integration.harness import wait_for
 
@@ -31,9 +36,15 @@ def test_job_of_a_killed_worker_finishes_once_on_a_new_worker(api, start_worker,
 
     assert job["status"] == "succeeded"
     assert job["attempts"] == 2, "the killed attempt counts, the second one finished"
+    assert Job.objects.get(pk=job_id).lost_leases == 1
     calls = api.calls(job_id)
-    # The killed worker's call was cut off before it could be recorded; the
-    # simulator saw it, so it is the one call we could not account for.
-    assert [(c["attempt"], c["outcome"]) for c in calls] == [(2, "ok")]
-    assert simulator.stats()["total"] - before == 2
-    assert job["usage"]["input_tokens"] == calls[0]["input_tokens"]
+    # The killed worker's call was recorded as pending before it went out, so
+    # every request the simulator saw has its row, the cut-off one included.
+    assert [(c["attempt"], c["outcome"]) for c in calls] == [(1, "pending"), (2, "ok")]
+    assert simulator.stats()["total"] - before == len(calls)
+    assert job["usage"]["input_tokens"] == calls[1]["input_tokens"]
+
+    # Once a lease's time has passed, the reaper settles it as unknown (maybe billed).
+    later = timezone.now() + timedelta(seconds=settings.AIJOBS_LEASE_SECONDS)
+    assert calls_mark_unknown(now=later) == 1
+    assert [c["outcome"] for c in api.calls(job_id)] == ["unknown", "ok"]

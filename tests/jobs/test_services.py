@@ -1,26 +1,39 @@
-"""Claims, finishes and retries as conditional UPDATEs, on the real database."""
+"""Claims, finishes, retries and calls as conditional UPDATEs, on the real database."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
+from django.db import IntegrityError
 from django.utils import timezone
 
-from jobs.errors import InvalidInput
-from jobs.models import Job, Outcome, Status
+from jobs import limits
+from jobs.errors import BudgetExceeded, InvalidInput
+from jobs.models import Job, Outcome, ProviderCall, Status, UserLimits
 from jobs.services import (
     CallReport,
-    call_record,
+    call_begin,
+    call_finish,
     job_claim,
     job_fail,
+    job_release,
     job_schedule_retry,
     job_submit,
     job_succeed,
 )
 from jobs.usage import Usage
+from tests.helpers import record_call
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _fresh_limits():
+    limits._cache.clear()
+    yield
+    limits._cache.clear()
 
 
 @pytest.fixture
@@ -28,37 +41,42 @@ def job(user):
     return job_submit(owner=user, kind="summarize", input={"text": "Hello there. General."}).job
 
 
+def submit(user, n: int = 1) -> list[Job]:
+    return [job_submit(owner=user, kind="summarize", input={"text": f"Text {i}."}).job for i in range(n)]
+
+
 def test_claim_takes_a_queued_job_once(job):
-    first = job_claim(job_id=job.id)
+    first = job_claim(job_id=job.id).job
     second = job_claim(job_id=job.id)
 
-    assert first is not None
     assert first.status == Status.RUNNING
     assert first.attempts == 1
     assert first.lease_expires_at > timezone.now()
-    assert second is None
+    assert Job.objects.get(pk=job.id).attempts == 1
+    assert (second.job, second.busy) == (None, False)
 
 
 @pytest.mark.parametrize("status", [Status.SUCCEEDED, Status.FAILED, Status.CANCELED])
 def test_finished_jobs_cannot_be_claimed(job, status):
     Job.objects.filter(pk=job.id).update(status=status)
-    assert job_claim(job_id=job.id) is None
+    assert job_claim(job_id=job.id).job is None
 
 
 def test_a_lapsed_lease_can_be_reclaimed_and_fences_the_old_holder(job):
-    stale = job_claim(job_id=job.id)
+    stale = job_claim(job_id=job.id).job
     Job.objects.filter(pk=job.id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
 
-    fresh = job_claim(job_id=job.id)
+    fresh = job_claim(job_id=job.id).job
 
     assert fresh.attempts == 2
+    assert fresh.lost_leases == 1
     assert job_succeed(job_id=job.id, attempt=stale.attempts, result={"summary": "late"}) is False
     assert job_succeed(job_id=job.id, attempt=fresh.attempts, result={"summary": "on time"}) is True
     assert Job.objects.get(pk=job.id).result == {"summary": "on time"}
 
 
 def test_finishing_twice_writes_one_result(job):
-    held = job_claim(job_id=job.id)
+    held = job_claim(job_id=job.id).job
 
     assert job_succeed(job_id=job.id, attempt=held.attempts, result={"n": 1}) is True
     assert job_fail(job_id=job.id, attempt=held.attempts, code="x", message="y") is False
@@ -66,32 +84,48 @@ def test_finishing_twice_writes_one_result(job):
 
 
 def test_a_retrying_job_is_claimable_again(job):
-    held = job_claim(job_id=job.id)
-    assert job_schedule_retry(
-        job_id=job.id, attempt=held.attempts, delay=5, code="rate_limited", message="429"
-    )
+    held = job_claim(job_id=job.id).job
+    assert job_schedule_retry(job_id=job.id, attempt=held.attempts, delay=5, code="rate_limited", message="429")
 
     waiting = Job.objects.get(pk=job.id)
     assert waiting.status == Status.RETRYING
     assert waiting.next_retry_at > timezone.now()
     assert waiting.error_code == "rate_limited"
-    again = job_claim(job_id=job.id)
+    again = job_claim(job_id=job.id).job
     assert again.attempts == 2
     assert again.next_retry_at is None
+    assert again.lost_leases == 0, "a retry is not a lost worker"
+
+
+def test_a_released_job_does_not_use_up_an_attempt(job):
+    held = job_claim(job_id=job.id).job
+
+    assert job_release(job_id=job.id, attempt=held.attempts)
+
+    released = Job.objects.get(pk=job.id)
+    assert (released.status, released.attempts) == (Status.QUEUED, 0)
+    assert job_claim(job_id=job.id).job.attempts == 1
+
+
+def test_a_user_at_the_running_limit_waits_and_others_do_not(user, other_user):
+    UserLimits.objects.create(user=user, max_running=2)
+    mine = submit(user, 3)
+    theirs = submit(other_user, 1)
+
+    claims = [job_claim(job_id=job.id) for job in mine]
+
+    assert [claim.job is not None for claim in claims] == [True, True, False]
+    assert claims[2].busy
+    assert job_claim(job_id=theirs[0].id).job is not None
+    job_succeed(job_id=mine[0].id, attempt=1, result={})
+    assert job_claim(job_id=mine[2].id).job is not None
 
 
 def test_recording_a_call_adds_its_usage_to_the_job_once(job):
-    usage = Usage(
-        input_tokens=1000,
-        output_tokens=200,
-        cache_creation_input_tokens=300,
-        cache_read_input_tokens=50,
-    )
-    call_record(
-        job_id=job.id,
-        report=CallReport(attempt=1, seq=0, model=job.model, outcome=Outcome.OK, usage=usage),
-    )
+    usage = Usage(input_tokens=1000, output_tokens=200, cache_creation_input_tokens=300, cache_read_input_tokens=50)
+    call = record_call(job, attempt=1, usage=usage)
 
+    assert call_finish(call=call, report=CallReport(outcome=Outcome.OK, usage=usage)) is False
     job.refresh_from_db()
     assert (job.input_tokens, job.output_tokens) == (1000, 200)
     assert (job.cache_creation_input_tokens, job.cache_read_input_tokens) == (300, 50)
@@ -99,17 +133,40 @@ def test_recording_a_call_adds_its_usage_to_the_job_once(job):
     assert str(job.cost_usd) == "0.002380"
 
 
-def test_the_same_call_slot_cannot_be_recorded_twice(job):
-    from django.db import IntegrityError
-
-    report = CallReport(
-        attempt=1, seq=0, model=job.model, outcome=Outcome.OK, usage=Usage(input_tokens=5)
-    )
-    call_record(job_id=job.id, report=report)
+def test_the_same_call_slot_cannot_be_begun_twice(job):
+    job.attempts = 1
+    call_begin(job=job, seq=0, reserve_usd=Decimal(0))
     with pytest.raises(IntegrityError):
-        call_record(job_id=job.id, report=report)
-    job.refresh_from_db()
-    assert job.input_tokens == 5
+        call_begin(job=job, seq=0, reserve_usd=Decimal(0))
+
+
+def test_a_budget_reservation_that_does_not_fit_is_refused(user):
+    UserLimits.objects.create(user=user, budget_usd=Decimal("1.00"))
+    first, second = submit(user, 2)
+    first.attempts = second.attempts = 1
+
+    held = call_begin(job=first, seq=0, reserve_usd=Decimal("0.70"))
+    with pytest.raises(BudgetExceeded):
+        call_begin(job=second, seq=0, reserve_usd=Decimal("0.70"))
+    assert not ProviderCall.objects.filter(job=second).exists()
+
+    call_finish(call=held, report=CallReport(outcome=Outcome.OK, usage=Usage(input_tokens=100_000)))
+    ledger = held.budget_ledger
+    ledger.refresh_from_db()
+    assert (ledger.spent_usd, ledger.reserved_usd) == (Decimal("0.1"), Decimal(0))
+    assert call_begin(job=second, seq=0, reserve_usd=Decimal("0.70"))
+
+
+def test_submissions_are_refused_while_the_budget_is_spent(user):
+    UserLimits.objects.create(user=user, budget_usd=Decimal("0.10"))
+    (job,) = submit(user)
+    job.attempts = 1
+    call = call_begin(job=job, seq=0, reserve_usd=Decimal("0.05"))
+    call_finish(call=call, report=CallReport(outcome=Outcome.OK, usage=Usage(input_tokens=100_000)))
+
+    with pytest.raises(BudgetExceeded):
+        submit(user)
+    assert Job.objects.filter(owner=user).count() == 1
 
 
 def test_invalid_input_raises_before_anything_is_stored(user):

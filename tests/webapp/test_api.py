@@ -11,9 +11,9 @@ import pytest
 from django.utils import timezone
 
 from jobs.models import Job, Outcome, ProviderCall
-from jobs.services import CallReport, call_record
 from jobs.tokens import api_token_revoke
 from jobs.usage import Usage
+from tests.helpers import record_call
 
 pytestmark = pytest.mark.django_db
 
@@ -253,10 +253,7 @@ def test_prefer_wait_on_a_finished_job_answers_at_once(call):
 
 
 def record(job: Job, attempt: int, usage: Usage, outcome: Outcome = Outcome.OK) -> None:
-    call_record(
-        job_id=job.id,
-        report=CallReport(attempt=attempt, seq=0, model=job.model, outcome=outcome, usage=usage),
-    )
+    record_call(job, attempt=attempt, usage=usage, outcome=outcome)
 
 
 def test_usage_totals_group_by_kind_and_model(call):
