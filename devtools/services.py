@@ -404,13 +404,28 @@ def _create_system_user(name: str) -> None:
 # --- private PostgreSQL -----------------------------------------------------------------
 
 
-def _start_postgres(install: PostgresInstall, data_dir: Path) -> PrivateServer:
+def start_private(name: str, root: Path, *, port: int | None = None) -> PrivateServer:
+    """Start a private `postgres` or `redis` under root/.data, on `port` or a free one.
+
+    For tests that stop and start a server mid-run (a restart keeps its port);
+    the caller stops what this returns.
+    """
+    data_dir = root.resolve() / DATA_DIR
+    strategy = strategy_from_env()
+    if name == "postgres":
+        return _start_postgres(find_postgres(strategy), data_dir, port)
+    return _start_redis(find_redis(strategy), data_dir, port)
+
+
+def _start_postgres(
+    install: PostgresInstall, data_dir: Path, port: int | None = None
+) -> PrivateServer:
     """Start a private cluster in data_dir/postgres/<major>, reusing one from an earlier run."""
     major = _postgres_major(install.bin_dir)
     pgdata = data_dir / "postgres" / major
     _stop_leftovers(pgdata, "postgres", signal.SIGINT)
     _prepare_pgdata(install, pgdata)
-    port = free_port()
+    port = port or free_port()
     _pg_ctl_start(install, pgdata, port)
     server = PrivateServer(
         name="postgres",
@@ -537,13 +552,13 @@ def _grant_search(path: Path) -> list[Path]:
 # --- private Redis ----------------------------------------------------------------------
 
 
-def _start_redis(install: RedisInstall, data_dir: Path) -> PrivateServer:
+def _start_redis(install: RedisInstall, data_dir: Path, port: int | None = None) -> PrivateServer:
     """Start a private, non-persistent redis-server as our child in data_dir/redis."""
     home = data_dir / "redis"
     home.mkdir(parents=True, exist_ok=True)
     _stop_leftovers(home, "redis-server", signal.SIGTERM)
     (home / "redis.pid").unlink(missing_ok=True)
-    port = free_port()
+    port = port or free_port()
     process = subprocess.Popen(
         [str(install.server), *_redis_options(home, port)],
         stdin=subprocess.DEVNULL,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from jobs.models import ApiToken, Job, ProviderCall
+from jobs.models import ApiToken, BudgetLedger, Job, ProviderCall, UserLimits
 
 
 class ProviderCallInline(admin.TabularInline):
@@ -36,3 +36,16 @@ class JobAdmin(admin.ModelAdmin):
 class ApiTokenAdmin(admin.ModelAdmin):
     list_display = ("name", "user", "prefix", "created_at", "last_used_at", "revoked_at")
     readonly_fields = ("prefix", "digest", "created_at", "last_used_at")
+
+
+@admin.register(UserLimits)
+class UserLimitsAdmin(admin.ModelAdmin):
+    list_display = ("user", "submissions_per_minute", "max_running", "budget_usd", "budget_period")
+    search_fields = ("user__username",)
+
+
+@admin.register(BudgetLedger)
+class BudgetLedgerAdmin(admin.ModelAdmin):
+    list_display = ("user", "period_start", "spent_usd", "reserved_usd")
+    list_filter = ("period_start",)
+    readonly_fields = ("user", "period_start", "spent_usd", "reserved_usd")

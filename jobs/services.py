@@ -303,8 +303,16 @@ def call_begin(
 
 
 @transaction.atomic
-def call_finish(*, call: ProviderCall, report: CallReport) -> bool:
-    """Record how a pending call ended and add its usage to the job and the budget, once."""
+def call_finish(
+    *, call: ProviderCall, report: CallReport, result: dict[str, Any] | None = None
+) -> bool:
+    """Record how a pending call ended and add its usage to the job and the budget, once.
+
+    With `result`, the job succeeds in the same transaction: an accepted answer
+    is never recorded without its result, so a worker dying in between cannot
+    make the next attempt pay for the answer again. False when the call was
+    already settled (the reaper took it from a worker that stalled past its lease).
+    """
     cost = report.usage.cost_usd(call.model)
     finished = ProviderCall.objects.filter(pk=call.pk, outcome=Outcome.PENDING).update(
         outcome=report.outcome,
@@ -323,6 +331,8 @@ def call_finish(*, call: ProviderCall, report: CallReport) -> bool:
     Job.objects.filter(pk=call.job_id).update(cost_usd=F("cost_usd") + cost, **increments)
     if call.budget_ledger_id:
         limits.budget_settle(ledger_id=call.budget_ledger_id, reserved=call.reserved_usd, cost=cost)
+    if result is not None:
+        job_succeed(job_id=call.job_id, attempt=call.attempt, result=result)
     return True
 
 

@@ -7,12 +7,22 @@ import uuid
 
 import pytest
 
+pytest_plugins = ("tests.fixtures",)
+
 # Each test session gets its own queue and Redis keys, so a stale message or
 # rate-limit state from an earlier run (or another checkout on the same Redis)
 # never reaches this run.
 SESSION = f"aijobs-test-{uuid.uuid4().hex[:8]}"
 os.environ.setdefault("AIJOBS_QUEUE", SESSION)
 os.environ.setdefault("AIJOBS_REDIS_PREFIX", SESSION)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_limits():
+    """Per-user limits are cached per process; each test starts from the database."""
+    from jobs import limits
+
+    limits._cache.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
 
 from jobs.models import Job, Outcome, ProviderCall
@@ -17,3 +18,8 @@ def record_call(
     call = call_begin(job=job, seq=seq, reserve_usd=Decimal(0))
     call_finish(call=call, report=CallReport(outcome=outcome, usage=usage))
     return call
+
+
+def unique(text: str) -> str:
+    """Job text with a unique word, so the simulator keeps this job's fault counters apart."""
+    return f"{text} [ref {uuid.uuid4().hex}]"

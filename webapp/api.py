@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import date, datetime
 from typing import Any, Literal
@@ -16,11 +17,13 @@ from pydantic import ConfigDict
 
 from jobs import selectors, services
 from jobs.errors import (
+    BudgetExceeded,
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
     InvalidInput,
     JobAlreadyFinished,
     ServiceError,
+    SubmissionRateLimited,
 )
 from jobs.health import system_health
 from jobs.models import Job, ProviderCall
@@ -35,6 +38,8 @@ SERVICE_ERROR_STATUS = {
     IdempotencyKeyReused: 422,
     IdempotencyKeyInFlight: 409,
     JobAlreadyFinished: 409,
+    BudgetExceeded: 402,
+    SubmissionRateLimited: 429,
 }
 
 
@@ -238,15 +243,7 @@ def _owned_job(request: HttpRequest, job_id: UUID) -> Job:
 
 # --- endpoints ----------------------------------------------------------------------
 
-ERRORS = {
-    400: ErrorOut,
-    401: ErrorOut,
-    404: ErrorOut,
-    409: ErrorOut,
-    413: ErrorOut,
-    415: ErrorOut,
-    422: ErrorOut,
-}
+ERRORS = dict.fromkeys((400, 401, 402, 404, 409, 413, 415, 422, 429), ErrorOut)
 
 
 @api.post("/jobs", response={201: JobOut, **ERRORS}, summary="Submit a job")
@@ -333,9 +330,11 @@ def _error_response(
 
 @api.exception_handler(ServiceError)
 def on_service_error(request: HttpRequest, exc: ServiceError) -> HttpResponse:
-    return _error_response(
-        request, SERVICE_ERROR_STATUS.get(type(exc), 400), exc.code, exc.message, exc.details
-    )
+    status = SERVICE_ERROR_STATUS.get(type(exc), 400)
+    response = _error_response(request, status, exc.code, exc.message, exc.details)
+    if isinstance(exc, SubmissionRateLimited):
+        response["Retry-After"] = str(math.ceil(exc.retry_after))
+    return response
 
 
 def _body_relative(loc: list[Any]) -> list[Any]:

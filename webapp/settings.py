@@ -36,6 +36,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_results",
+    # Serves the API docs page's Swagger UI from its own static files, not a CDN.
+    "ninja",
     "jobs",
     "webapp",
 ]

@@ -1,11 +1,32 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import path
+from django.views.generic import RedirectView
 
 from webapp.api import api
+from webapp.views import jobs, tokens, usage
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(
+            template_name="auth/login.html", redirect_authenticated_user=True
+        ),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(next_page="login"), name="logout"),
+    path("", jobs.job_list, name="job_list"),
+    path("jobs", RedirectView.as_view(pattern_name="job_list", query_string=True)),
+    path("jobs/live", jobs.job_list_live, name="job_list_live"),
+    path("jobs/new", jobs.job_new, name="job_new"),
+    path("jobs/<uuid:job_id>", jobs.job_detail, name="job_detail"),
+    path("jobs/<uuid:job_id>/live", jobs.job_detail_live, name="job_detail_live"),
+    path("jobs/<uuid:job_id>/cancel", jobs.job_cancel, name="job_cancel"),
+    path("usage", usage.usage, name="usage"),
+    path("tokens", tokens.token_list, name="tokens"),
+    path("tokens/<int:token_id>/revoke", tokens.token_revoke, name="token_revoke"),
 ]

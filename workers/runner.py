@@ -19,7 +19,7 @@ from django.db import connection
 
 from jobs import kinds, services
 from jobs.errors import BudgetExceeded
-from jobs.models import Job, Outcome
+from jobs.models import Job, Outcome, ProviderCall
 from jobs.services import CallReport
 from jobs.usage import Usage
 from workers import claude, ratelimit
@@ -97,10 +97,7 @@ def _attempt(job: Job, task_id: str) -> RunResult:
         if isinstance(reply, RunResult):
             return reply
         if reply.output is not None:
-            services.job_succeed(
-                job_id=job.id, attempt=job.attempts, result=kind.result_from(reply.output)
-            )
-            return RunResult()
+            return RunResult()  # recorded together with the job's result
         request.messages.extend(
             [
                 {"role": "assistant", "content": reply.text},
@@ -125,15 +122,8 @@ def _call(job: Job, seq: int, request: Request, task_id: str) -> claude.Reply | 
     wait = ratelimit.acquire(job.model, input_tokens=request.estimated_input, max_tokens=max_tokens)
     if wait > 0:
         return _wait_for_quota(job, seq, wait)
-    worst_case = Usage(input_tokens=request.estimated_input, output_tokens=max_tokens).cost_usd(
-        job.model
-    )
-    try:
-        call = services.call_begin(job=job, seq=seq, reserve_usd=worst_case, celery_task_id=task_id)
-    except BudgetExceeded as exc:
-        ratelimit.settle(job.model, estimated_input=request.estimated_input, actual_input=0,
-                         max_tokens=max_tokens, actual_output=0)  # fmt: skip
-        services.job_fail(job_id=job.id, attempt=job.attempts, code=exc.code, message=exc.message)
+    call = _begin(job, seq, request, task_id)
+    if call is None:
         return RunResult()
     # Give the database connection back to the pool while we wait on the network:
     # hundreds of threads waiting on Claude must not hold hundreds of connections.
@@ -148,11 +138,14 @@ def _call(job: Job, seq: int, request: Request, task_id: str) -> claude.Reply | 
             max_tokens=max_tokens,
         )
     except claude.ClaudeError as err:
-        services.call_finish(call=call, report=_error_report(err))
+        if not services.call_finish(call=call, report=_error_report(err)):
+            return _abandon(job)
         if err.status == 429 and err.retry_after:
             ratelimit.pause(job.model, err.retry_after)
         return _after_error(job, err)
-    services.call_finish(call=call, report=_reply_report(reply))
+    result = request.kind.result_from(reply.output) if reply.output is not None else None
+    if not services.call_finish(call=call, report=_reply_report(reply), result=result):
+        return _abandon(job)
     ratelimit.settle(
         job.model,
         estimated_input=request.estimated_input,
@@ -161,6 +154,29 @@ def _call(job: Job, seq: int, request: Request, task_id: str) -> claude.Reply | 
         actual_output=reply.usage.output_tokens,
     )
     return reply
+
+
+def _begin(job: Job, seq: int, request: Request, task_id: str) -> ProviderCall | None:
+    """The pending call row, or None when the budget refused it (and the job has failed)."""
+    max_tokens = request.kind.MAX_TOKENS
+    worst_case = Usage(input_tokens=request.estimated_input, output_tokens=max_tokens)
+    try:
+        return services.call_begin(
+            job=job, seq=seq, reserve_usd=worst_case.cost_usd(job.model), celery_task_id=task_id
+        )
+    except BudgetExceeded as exc:
+        ratelimit.settle(job.model, estimated_input=request.estimated_input, actual_input=0,
+                         max_tokens=max_tokens, actual_output=0)  # fmt: skip
+        services.job_fail(job_id=job.id, attempt=job.attempts, code=exc.code, message=exc.message)
+        return None
+
+
+def _abandon(job: Job) -> RunResult:
+    """The reaper settled our pending call: we stalled past our lease, and the job is not ours."""
+    log.warning(
+        "job %s attempt %d: stalled past its lease; left to the next attempt", job.id, job.attempts
+    )
+    return RunResult()
 
 
 def _wait_for_quota(job: Job, seq: int, wait: float) -> RunResult:

@@ -98,31 +98,27 @@ class Worker:
     proc: subprocess.Popen | None = field(default=None)
 
     def start(self) -> Worker:
-        from celery_app import app
-
+        queue = self.env.get("AIJOBS_QUEUE", settings.CELERY_TASK_DEFAULT_QUEUE)
         command = [
             sys.executable, "-m", "celery", "-A", "celery_app", "worker",
-            "-P", "threads", "-c", str(self.concurrency), "-n", self.name,
-            "-Q", settings.CELERY_TASK_DEFAULT_QUEUE,
+            "-P", "threads", "-c", str(self.concurrency), "-n", self.name, "-Q", queue,
             "--without-gossip", "--without-mingle", "-l", "INFO",
         ]  # fmt: skip
+        self.log_path.write_bytes(b"")
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
             )
-        wait_for(
-            lambda: self._alive() and app.control.ping(destination=[self.name], timeout=0.5),
-            timeout=60,
-            what=f"worker {self.name} to answer a ping",
-        )
+        # Celery logs "<name> ready." once it consumes; this works on any broker.
+        wait_for(self._ready, timeout=60, what=f"worker {self.name} to be ready")
         return self
 
-    def _alive(self) -> bool:
+    def _ready(self) -> bool:
         if self.proc.poll() is not None:
             raise RuntimeError(
                 f"worker {self.name} exited early:\n{self.log_path.read_text()[-3000:]}"
             )
-        return True
+        return f"{self.name} ready." in self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
         if self.proc is not None:

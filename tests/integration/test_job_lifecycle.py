@@ -8,7 +8,7 @@ import pytest
 
 from jobs.models import Job, ProviderCall
 from jobs.services import job_enqueue
-from tests.integration.conftest import unique
+from tests.helpers import unique
 from tests.integration.harness import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

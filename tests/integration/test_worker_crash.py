@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from jobs.models import Job
 from jobs.reaper import calls_mark_unknown
-from tests.integration.conftest import unique
+from tests.helpers import unique
 from tests.integration.harness import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

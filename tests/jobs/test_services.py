@@ -9,7 +9,6 @@ import pytest
 from django.db import IntegrityError
 from django.utils import timezone
 
-from jobs import limits
 from jobs.errors import BudgetExceeded, InvalidInput
 from jobs.models import Job, Outcome, ProviderCall, Status, UserLimits
 from jobs.services import (
@@ -29,20 +28,15 @@ from tests.helpers import record_call
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _fresh_limits():
-    limits._cache.clear()
-    yield
-    limits._cache.clear()
-
-
 @pytest.fixture
 def job(user):
     return job_submit(owner=user, kind="summarize", input={"text": "Hello there. General."}).job
 
 
 def submit(user, n: int = 1) -> list[Job]:
-    return [job_submit(owner=user, kind="summarize", input={"text": f"Text {i}."}).job for i in range(n)]
+    return [
+        job_submit(owner=user, kind="summarize", input={"text": f"Text {i}."}).job for i in range(n)
+    ]
 
 
 def test_claim_takes_a_queued_job_once(job):
@@ -85,7 +79,9 @@ def test_finishing_twice_writes_one_result(job):
 
 def test_a_retrying_job_is_claimable_again(job):
     held = job_claim(job_id=job.id).job
-    assert job_schedule_retry(job_id=job.id, attempt=held.attempts, delay=5, code="rate_limited", message="429")
+    assert job_schedule_retry(
+        job_id=job.id, attempt=held.attempts, delay=5, code="rate_limited", message="429"
+    )
 
     waiting = Job.objects.get(pk=job.id)
     assert waiting.status == Status.RETRYING
@@ -122,7 +118,12 @@ def test_a_user_at_the_running_limit_waits_and_others_do_not(user, other_user):
 
 
 def test_recording_a_call_adds_its_usage_to_the_job_once(job):
-    usage = Usage(input_tokens=1000, output_tokens=200, cache_creation_input_tokens=300, cache_read_input_tokens=50)
+    usage = Usage(
+        input_tokens=1000,
+        output_tokens=200,
+        cache_creation_input_tokens=300,
+        cache_read_input_tokens=50,
+    )
     call = record_call(job, attempt=1, usage=usage)
 
     assert call_finish(call=call, report=CallReport(outcome=Outcome.OK, usage=usage)) is False

@@ -303,3 +303,29 @@ def test_openapi_schema_and_docs_are_served(client):
     schema = client.get("/api/v1/openapi.json").json()
     assert "/api/v1/jobs" in schema["paths"]
     assert client.get("/api/v1/docs").status_code == 200
+
+
+def test_submitting_too_fast_is_429_with_retry_after(call, user):
+    from jobs.models import UserLimits
+
+    UserLimits.objects.create(user=user, submissions_per_minute=2)
+    answers = [call("POST", "/jobs", SUMMARIZE) for _ in range(3)]
+
+    assert [answer.status_code for answer in answers] == [201, 201, 429]
+    assert int(answers[2]["Retry-After"]) >= 1
+    assert error_code(answers[2]) == "rate_limited"
+    assert Job.objects.count() == 2
+
+
+def test_a_spent_budget_refuses_new_jobs_with_402(call, user):
+    from jobs.models import UserLimits
+
+    UserLimits.objects.create(user=user, budget_usd=Decimal("0.01"))
+    job = Job.objects.get(pk=call("POST", "/jobs", SUMMARIZE).json()["id"])
+    record(job, 1, Usage(input_tokens=20_000))
+
+    refused = call("POST", "/jobs", SUMMARIZE)
+
+    assert refused.status_code == 402
+    assert error_code(refused) == "budget_exceeded"
+    assert Job.objects.count() == 1

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
-from jobs.models import Job, Status
+from jobs import services
+from jobs.models import Job, Outcome, ProviderCall, Status, UserLimits
 from jobs.services import job_submit
 from jobs.usage import Usage
 from workers import claude, runner
 
 pytestmark = pytest.mark.django_db
 
+# An extract call's worst case (its max_tokens of output) costs more than a cent.
+SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
 VALID = {"summary": "A short summary of the text.", "key_points": ["One point."]}
 
 
@@ -117,3 +122,62 @@ def test_a_job_held_by_someone_else_is_skipped_without_calling(job, replies):
 
     assert runner.run_job(job.id).retry_in is None
     assert job.calls.count() == 0
+
+
+def test_a_worker_whose_call_the_reaper_settled_leaves_the_job_alone(job, replies, monkeypatch):
+    queued, _ = replies
+    queued.append(VALID)
+    answer = claude.call
+
+    def stalled_past_the_lease(**kwargs):
+        ProviderCall.objects.filter(job=job).update(outcome=Outcome.UNKNOWN)
+        return answer(**kwargs)
+
+    monkeypatch.setattr(claude, "call", stalled_past_the_lease)
+
+    assert runner.run_job(job.id).retry_in is None
+
+    job.refresh_from_db()
+    assert job.status == Status.RUNNING, "the next attempt finishes it, not this one"
+    assert job.result is None
+    assert job.input_tokens == 0
+
+
+def test_the_owners_running_limit_defers_without_using_an_attempt(replies, user):
+    UserLimits.objects.create(user=user, max_running=1)
+    job, other = (
+        job_submit(owner=user, kind="summarize", input={"text": "A text."}).job for _ in "ab"
+    )
+    services.job_claim(job_id=other.id)
+
+    outcome = runner.run_job(job.id)
+
+    assert outcome.retry_in is not None
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.QUEUED, 0)
+
+
+def test_a_spent_budget_fails_the_job_before_calling(replies, user):
+    UserLimits.objects.create(user=user, budget_usd=Decimal("0.01"))
+    job = job_submit(owner=user, kind="extract", input={"text": "x", "schema": SCHEMA}).job
+
+    runner.run_job(job.id)
+
+    job.refresh_from_db()
+    assert (job.status, job.error_code) == (Status.FAILED, "budget_exceeded")
+    assert job.calls.count() == 0
+
+
+def test_a_provider_429_pauses_the_model_for_every_worker(job, replies, user):
+    queued, _ = replies
+    queued.append(
+        claude.ClaudeError("rate_limited", "429", retryable=True, retry_after=30, status=429)
+    )
+    runner.run_job(job.id)
+    other = job_submit(owner=user, kind="summarize", input={"text": "Another. Text."}).job
+
+    outcome = runner.run_job(other.id)
+
+    assert outcome.retry_in >= 25, "the second job waits out the pause without calling"
+    other.refresh_from_db()
+    assert (other.status, other.attempts, other.calls.count()) == (Status.QUEUED, 0, 0)

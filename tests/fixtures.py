@@ -1,4 +1,8 @@
-"""Integration fixtures: the simulator, a real Celery worker, and the API over HTTP."""
+"""Fixtures for tests of the real stack: the simulator, Celery workers, the API over HTTP.
+
+Loaded for the whole suite (tests/conftest.py), so integration and browser tests share one
+simulator.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from tests.integration.harness import ApiClient, Simulator, Worker, worker_env
 
 
 @pytest.fixture(scope="session")
-def simulator():
+def simulator(_delete_session_queue):
     sim = Simulator.start()
     yield sim
     sim.stop()
@@ -62,12 +66,7 @@ def other_api(live_server, other_token):
     return ApiClient(base_url=live_server.url, token=other_token)
 
 
-def unique(text: str) -> str:
-    """Job text with a unique word, so the simulator keeps this job's fault counters apart."""
-    return f"{text} [ref {uuid.uuid4().hex}]"
-
-
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def _delete_session_queue():
     """Messages left for jobs of finished tests would otherwise stay in Redis for good."""
     yield

@@ -1,0 +1,102 @@
+"""Browser fixtures: Debian's Chromium, driven by Playwright, against the live server.
+
+The real stack: pytest-django's live server, a Celery worker and the Claude simulator
+(tests/fixtures.py), PostgreSQL and Redis. Chromium is never
+downloaded: without /usr/bin/chromium these tests are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness import ROOT
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+SCREENSHOTS = pytest.StashKey[Path]()
+
+Snap = Callable[..., None]
+
+
+@pytest.fixture(scope="package")
+def chromium() -> Iterator:
+    if not CHROMIUM.exists():
+        pytest.skip(
+            f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install -y chromium); "
+            "they never download a browser"
+        )
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an asyncio loop running in this thread, and Django refuses
+    # ORM calls while one runs; the tests' own queries are plain synchronous code.
+    with pytest.MonkeyPatch.context() as patch, sync_playwright() as playwright:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def anonymous_page(chromium, live_server, settings):
+    """A fresh browser tab on the live server; dialogs (confirm) are accepted."""
+    # The worker's answers come from the simulator, so the pages say so, as in the demo.
+    settings.AIJOBS_SIMULATED = True
+    context = chromium.new_context(viewport=DESKTOP, base_url=live_server.url)
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def page(anonymous_page, live_server, user, client, settings):
+    """A tab signed in as `user` (a session made by the test client, not the login form)."""
+    client.force_login(user)
+    cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
+    anonymous_page.context.add_cookies(
+        [{"name": settings.SESSION_COOKIE_NAME, "value": cookie, "url": live_server.url}]
+    )
+    return anonymous_page
+
+
+@pytest.fixture(scope="session")
+def screenshot_dir(request) -> Path:
+    folder = Path(os.environ.get("AIJOBS_SCREENSHOTS") or ROOT / "screenshots").resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    request.config.stash[SCREENSHOTS] = folder
+    return folder
+
+
+@pytest.fixture
+def snap(screenshot_dir) -> Snap:
+    """snap(page, name): full-page screenshots of the page at desktop and phone widths."""
+
+    def snap(page, name: str) -> None:
+        for width, size in (("desktop", DESKTOP), ("phone", PHONE)):
+            page.set_viewport_size(size)
+            page.screenshot(path=screenshot_dir / f"{name}-{width}.png", full_page=True)
+        page.set_viewport_size(DESKTOP)
+
+    return snap
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    folder = config.stash.get(SCREENSHOTS, None)
+    if folder is not None:
+        terminalreporter.write_line(f"browser screenshots: {folder}")

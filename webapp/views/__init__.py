@@ -1,0 +1,1 @@
+"""The HTML pages: each view parses the request, calls jobs.services or jobs.selectors, renders."""

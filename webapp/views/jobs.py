@@ -1,0 +1,181 @@
+"""Jobs: the list, the new-job form, a job's page, cancel, and the live fragments they poll."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from uuid import UUID
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import AbstractBaseUser
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.text import capfirst
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from jobs import selectors, services
+from jobs.errors import (
+    BudgetExceeded,
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
+    InvalidInput,
+    JobAlreadyFinished,
+    SubmissionRateLimited,
+)
+from jobs.models import Job
+from webapp.forms import SCHEMA_EXAMPLES, JobFilterForm, JobForm
+
+PAGE_SIZE = 20
+# A second POST of one form while the first is still uncommitted (a double click without
+# JavaScript) waits this long for the first to commit, then replays its job.
+IN_FLIGHT_WAIT_SECONDS = 2.0
+IN_FLIGHT_POLL_SECONDS = 0.05
+
+
+# --- list ----------------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def job_list(request: HttpRequest) -> HttpResponse:
+    return render(request, "jobs/list.html", _list_context(request))
+
+
+@login_required
+@require_GET
+def job_list_live(request: HttpRequest) -> HttpResponse:
+    """The list's table alone, re-fetched every 2 s while a job on the page is unfinished."""
+    return render(request, "jobs/list_live.html", _list_context(request))
+
+
+def _list_context(request: HttpRequest) -> dict[str, Any]:
+    form = JobFilterForm(request.GET)
+    filters = form.filters()
+    try:
+        page = selectors.job_list(owner=request.user, limit=PAGE_SIZE, **filters)
+    except InvalidInput:
+        # A cursor from an old or edited link: show the first page rather than an error.
+        filters["cursor"] = None
+        page = selectors.job_list(owner=request.user, limit=PAGE_SIZE, **filters)
+    return {
+        "filters": form,
+        "filtered": bool(filters["status"] or filters["kind"]),
+        "page": page,
+        "first_page": filters["cursor"] is None,
+        "live": any(not job.is_finished for job in page.items),
+    }
+
+
+# --- submit --------------------------------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def job_new(request: HttpRequest) -> HttpResponse:
+    if request.method == "GET":
+        form = JobForm.blank(kind=request.GET.get("kind"))
+    else:
+        form = JobForm(request.POST)
+        job = _submit(request.user, form) if form.is_valid() else None
+        if job is not None:
+            return redirect("job_detail", job_id=job.id)
+    context = {"form": form, "schema_examples": SCHEMA_EXAMPLES}
+    return render(request, "jobs/new.html", context)
+
+
+def _submit(owner: AbstractBaseUser, form: JobForm) -> Job | None:
+    """The job this form makes (or made already), or None with the errors added to the form."""
+    try:
+        return _submit_waiting_in_flight(
+            owner=owner,
+            kind=form.cleaned_data["kind"],
+            input=form.job_input(),
+            key=str(form.cleaned_data["idempotency_key"]),
+        )
+    except InvalidInput as exc:
+        form.add_service_errors(exc.details)
+    except IdempotencyKeyReused:
+        # The form was submitted before (the user came back and edited it): a new job needs a
+        # new key, which the re-rendered form now carries.
+        form.renew_idempotency_key()
+        form.add_error(
+            None,
+            "This form was already used to create a job. Check the values and submit again "
+            "to create another one.",
+        )
+    except IdempotencyKeyInFlight:
+        form.add_error(None, "This form is still being submitted; see the jobs list.")
+    except (SubmissionRateLimited, BudgetExceeded) as exc:
+        # Nothing was stored, so the same form (and key) can be sent again later.
+        form.add_error(None, f"{capfirst(exc.message)}.")
+    return None
+
+
+def _submit_waiting_in_flight(
+    *, owner: AbstractBaseUser, kind: str, input: dict[str, Any], key: str
+) -> Job:
+    """job_submit; a concurrent request with the same key is waited out, then its job replayed."""
+    deadline = time.monotonic() + IN_FLIGHT_WAIT_SECONDS
+    while True:
+        try:
+            submission = services.job_submit(
+                owner=owner, kind=kind, input=input, model=None, idempotency_key=key
+            )
+        except IdempotencyKeyInFlight:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(IN_FLIGHT_POLL_SECONDS)
+        else:
+            return submission.job
+
+
+# --- one job -------------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def job_detail(request: HttpRequest, job_id: UUID) -> HttpResponse:
+    return render(request, "jobs/detail.html", _detail_context(_owned_job(request, job_id)))
+
+
+@login_required
+@require_GET
+def job_detail_live(request: HttpRequest, job_id: UUID) -> HttpResponse:
+    """The parts of a job's page that change while it runs, re-fetched every 2 s until it ends."""
+    return render(request, "jobs/detail_live.html", _detail_context(_owned_job(request, job_id)))
+
+
+@login_required
+@require_POST
+def job_cancel(request: HttpRequest, job_id: UUID) -> HttpResponse:
+    job = _owned_job(request, job_id)
+    try:
+        services.job_cancel(job=job)
+    except JobAlreadyFinished:
+        context = _detail_context(job)
+        context["cancel_error"] = (
+            f"This job has already {job.get_status_display().lower()}, so it cannot be canceled."
+        )
+        return render(request, "jobs/detail.html", context, status=409)
+    messages.success(request, "Job canceled.")
+    return redirect("job_detail", job_id=job.id)
+
+
+def _owned_job(request: HttpRequest, job_id: UUID) -> Job:
+    """The user's job; someone else's is as absent as one that never existed."""
+    job = selectors.job_get(owner=request.user, job_id=job_id)
+    if job is None:
+        raise Http404("no such job")
+    return job
+
+
+def _detail_context(job: Job) -> dict[str, Any]:
+    return {
+        "job": job,
+        "calls": list(selectors.job_calls(job=job)),
+        "live": not job.is_finished,
+        # Each kind shows its input and result with its own small template.
+        "input_template": f"jobs/kinds/{job.kind}_input.html",
+        "result_template": f"jobs/kinds/{job.kind}_result.html",
+    }
