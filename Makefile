@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test lint format demo clean
+.PHONY: install chromium test lint format demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,9 +14,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The browser tests drive Debian's Chromium (Playwright never downloads one). As
+# root with apt-get it is installed here; elsewhere the browser tests say they skip.
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium: install failed"; \
+	  else \
+	    echo "chromium: not installed, browser tests will be skipped (apt-get install chromium)"; \
+	  fi; \
+	fi
+
 # Finds PostgreSQL and Redis (DATABASE_URL / REDIS_URL) or starts private ones
 # under .data/, runs the whole suite, and stops whatever it started.
-test: install
+test: install chromium
 	$(PY) -m devtools.services run -- $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
@@ -32,3 +43,4 @@ demo: install
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .ruff_cache
+

@@ -104,8 +104,8 @@ def demo_environment(args: argparse.Namespace) -> dict[str, str]:
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "webapp.settings",
         "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY") or persistent_secret(),
-        # Plain http on localhost: secure-only cookies would never come back.
-        "DJANGO_SECURE_COOKIES": "false",
+        # Plain http on localhost: no https redirects, and cookies that come back.
+        "DJANGO_HTTPS": "false",
         "AIJOBS_FLOWER_URL": f"http://127.0.0.1:{args.flower_port}",
     }
     if not os.environ.get("ANTHROPIC_API_KEY"):

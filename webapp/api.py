@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from datetime import date, datetime
+from functools import wraps
 from typing import Any, Literal
 from uuid import UUID
 
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from ninja import Field, NinjaAPI, Query, Schema, Status
@@ -15,7 +18,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer, SessionAuth
 from pydantic import ConfigDict
 
-from jobs import selectors, services
+from jobs import kinds, selectors, services
 from jobs.errors import (
     BudgetExceeded,
     IdempotencyKeyInFlight,
@@ -48,11 +51,24 @@ class BearerToken(HttpBearer):
         return api_token_authenticate(token)
 
 
+def signed_in(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """The schema and docs pages, for a logged-in user or a valid token; others go to login."""
+
+    @wraps(view)
+    def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.user.is_authenticated or BearerToken()(request) is not None:
+            return view(request, *args, **kwargs)
+        return redirect_to_login(request.get_full_path())
+
+    return guarded
+
+
 api = NinjaAPI(
     title="aijobs",
     version="1",
     description="Summarize, classify and extract jobs run on Claude; submit, then poll.",
     auth=[BearerToken(), SessionAuth()],
+    docs_decorator=signed_in,
     urls_namespace="api",
 )
 
@@ -60,10 +76,13 @@ api = NinjaAPI(
 # --- schemas ------------------------------------------------------------------------
 
 
+KindName = Literal[kinds.KIND_NAMES]  # type: ignore[valid-type]
+
+
 class JobCreate(Schema):
     model_config = ConfigDict(extra="forbid")
 
-    kind: str = Field(description="summarize, classify or extract")
+    kind: KindName = Field(description="The job kind; its input is described in the README")
     input: dict[str, Any] = Field(description="the kind's input; see the job kinds in the README")
     model: str | None = Field(default=None, description="a Claude model; defaults per kind")
 

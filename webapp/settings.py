@@ -109,8 +109,18 @@ WHITENOISE_USE_FINDERS = True
 # Bodies above this are refused with 413 before they are parsed.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("AIJOBS_MAX_BODY_BYTES", 1_048_576, minimum=1024)
 
-SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
-CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# Served over HTTPS (directly or behind a proxy that sets X-Forwarded-Proto):
+# secure cookies, redirects to https and HSTS. Off for plain-http local runs.
+HTTPS = env_bool("DJANGO_HTTPS", not DEBUG)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT = HTTPS
+SECURE_HSTS_SECONDS = 31_536_000 if HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
+# Preloading is a one-way commitment for a whole domain: the operator's call, not ours.
+SECURE_HSTS_PRELOAD = False
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# The health check is for load balancers, which probe over plain http.
+SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$"]
 SESSION_COOKIE_HTTPONLY = True
 
 LOGGING = {
@@ -261,6 +271,13 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_interval": 5,
     "unacked_restore_throttle": 1,
 }
+
+# RabbitMQ, for deployments that outgrow one Redis: quorum queues are replicated
+# and survive a broker node's loss, redeliver a dead consumer's messages at
+# once (no visibility timeout), and countdowns use native delayed delivery.
+if CELERY_BROKER_URL.startswith(("amqp://", "amqps://", "pyamqp://")):
+    CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
 
 # With Redis, a message unacked for longer than the visibility timeout is
 # delivered again: a running task, or a retry waiting out its countdown, would

@@ -6,6 +6,7 @@ import os
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key-not-for-production")
 os.environ.setdefault("DJANGO_DEBUG", "false")
+os.environ.setdefault("DJANGO_HTTPS", "false")
 os.environ.setdefault("AIJOBS_CLAUDE_TIMEOUT", "3")
 os.environ.setdefault("AIJOBS_MAX_ATTEMPTS", "4")
 os.environ.setdefault("AIJOBS_RETRY_BASE_DELAY", "0.2")
@@ -15,8 +16,6 @@ os.environ.setdefault("AIJOBS_VISIBILITY_TIMEOUT", "25")
 from webapp.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-SESSION_COOKIE_SECURE = False
-CSRF_COOKIE_SECURE = False
 
 # One test database per test run, so two runs on one server (a developer's and
 # CI's, or two checkouts) never drop each other's database.

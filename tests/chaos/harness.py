@@ -169,6 +169,13 @@ class Stack:
             worker.stop()
         for proc in reversed(self.processes):
             stop_process(proc)
+        if self.env["CELERY_BROKER_URL"].startswith("amqp"):
+            # A shared RabbitMQ keeps durable queues: remove this run's.
+            queue = self.env["AIJOBS_QUEUE"]
+            channel = "app.connection_for_write().default_channel"
+            self.manage(
+                "shell", "-c", f"from celery_app import app; {channel}.queue_delete({queue!r})"
+            )
         self.simulator.stop()
         self.redis.stop()
         self.postgres.stop()

@@ -299,10 +299,13 @@ def test_health_needs_no_token(client):
     assert response.json()["database"] is True
 
 
-def test_openapi_schema_and_docs_are_served(client):
-    schema = client.get("/api/v1/openapi.json").json()
+def test_openapi_schema_and_docs_need_a_user(client, token):
+    assert client.get("/api/v1/docs")["Location"].startswith("/login/")
+    assert client.get("/api/v1/openapi.json").status_code == 302
+    as_user = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    schema = client.get("/api/v1/openapi.json", **as_user).json()
     assert "/api/v1/jobs" in schema["paths"]
-    assert client.get("/api/v1/docs").status_code == 200
+    assert client.get("/api/v1/docs", **as_user).status_code == 200
 
 
 def test_submitting_too_fast_is_429_with_retry_after(call, user):
