@@ -1,12 +1,17 @@
-"""What /health reports: the database, the broker, and the workers that answer a ping."""
+"""What /health reports: the database, the broker, the workers that answer a ping, and
+whether jobs are moving at all."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 
 from celery_app import app as celery_app
+from jobs.models import Job, Status
 
 PING_TIMEOUT = 1.0
 
@@ -15,7 +20,25 @@ def system_health() -> dict[str, Any]:
     database = _check_database()
     broker = _check_broker()
     workers = _workers_seen() if broker else []
-    return {"ok": database and broker, "database": database, "broker": broker, "workers": workers}
+    stalled = database and jobs_stalled()
+    return {
+        "ok": database and broker and not stalled,
+        "database": database,
+        "broker": broker,
+        "workers": workers,
+        "jobs_stalled": stalled,
+    }
+
+
+def jobs_stalled() -> bool:
+    """Jobs have waited longer than AIJOBS_STALL_SECONDS and none was claimed meanwhile.
+
+    A worker can stay alive, and even answer pings, after it stopped consuming
+    (a broker reset can leave it deaf); only jobs that move prove it works.
+    """
+    since = timezone.now() - timedelta(seconds=settings.AIJOBS_STALL_SECONDS)
+    waiting = Job.objects.filter(status=Status.QUEUED, created_at__lt=since).exists()
+    return waiting and not Job.objects.filter(started_at__gte=since).exists()
 
 
 def _check_database() -> bool:

@@ -79,6 +79,7 @@ class Job(TokenCounts):
         indexes = [
             models.Index(fields=["owner", "-created_at", "-id"], name="job_owner_newest"),
             models.Index(fields=["status", "lease_expires_at"], name="job_status_lease"),
+            models.Index(fields=["-started_at"], name="job_last_claimed"),
         ]
 
     def __str__(self) -> str:

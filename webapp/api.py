@@ -166,6 +166,7 @@ class Health(Schema):
     database: bool
     broker: bool
     workers: list[str]
+    jobs_stalled: bool = Field(description="jobs are waiting and none was claimed for a while")
 
 
 class JobFilters(Schema):

@@ -217,6 +217,8 @@ AIJOBS_MAX_LOST_LEASES = env_int("AIJOBS_MAX_LOST_LEASES", 2)
 AIJOBS_REQUEUE_AFTER = env_int("AIJOBS_REQUEUE_AFTER", 300, minimum=1)
 AIJOBS_REAPER_INTERVAL = env_float("AIJOBS_REAPER_INTERVAL", 15.0, minimum=0.5)
 AIJOBS_RESULTS_TTL_DAYS = env_int("AIJOBS_RESULTS_TTL_DAYS", 7, minimum=1)
+# /health reports jobs as stalled when some waited this long and none was claimed meanwhile.
+AIJOBS_STALL_SECONDS = env_int("AIJOBS_STALL_SECONDS", 300, minimum=10)
 AIJOBS_MAX_WAIT_SECONDS = 60
 
 # One attempt is at most two provider calls (the answer and one repair round)
