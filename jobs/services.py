@@ -69,31 +69,24 @@ def job_input_validate(*, kind: str, input: dict[str, Any], model: str | None) -
     try:
         module = kinds.get_kind(kind)
     except KeyError:
-        raise InvalidInput(
-            f"unknown kind {kind!r}",
-            details=[{"loc": ["kind"], "msg": f"must be one of {', '.join(kinds.KIND_NAMES)}"}],
-        ) from None
+        raise _invalid(["kind"], f"must be one of {', '.join(kinds.KIND_NAMES)}") from None
     if model is not None and model not in settings.AIJOBS_MODEL_PRICES:
-        raise InvalidInput(
-            f"unknown model {model!r}",
-            details=[
-                {
-                    "loc": ["model"],
-                    "msg": f"must be one of {', '.join(settings.AIJOBS_MODEL_PRICES)}",
-                }
-            ],
-        )
+        raise _invalid(["model"], f"must be one of {', '.join(settings.AIJOBS_MODEL_PRICES)}")
     if _contains_nul(input):
         # PostgreSQL cannot store NUL in JSON text; refuse it before anything is written.
-        raise InvalidInput(
-            "input contains a NUL character", details=[{"loc": ["input"], "msg": "NUL not allowed"}]
-        )
+        raise _invalid(["input"], "NUL characters are not allowed")
     try:
         parsed = module.Input.model_validate(input)
     except ValidationError as exc:
         raise InvalidInput("input is invalid", details=_field_errors(exc)) from None
-    _check_text_size(parsed)
+    limit = settings.AIJOBS_MAX_INPUT_CHARS
+    if len(getattr(parsed, "text", "")) > limit:
+        raise _invalid(["input", "text"], f"at most {limit} characters")
     return parsed
+
+
+def _invalid(loc: list[str], msg: str) -> InvalidInput:
+    return InvalidInput(f"{'.'.join(loc)}: {msg}", details=[{"loc": loc, "msg": msg}])
 
 
 def _contains_nul(value: Any) -> bool:
@@ -111,17 +104,6 @@ def _field_errors(exc: ValidationError) -> list[dict[str, Any]]:
         {"loc": ["input", *error["loc"]], "msg": error["msg"], "type": error["type"]}
         for error in exc.errors(include_url=False, include_input=False, include_context=False)
     ]
-
-
-def _check_text_size(parsed: BaseModel) -> None:
-    limit = settings.AIJOBS_MAX_INPUT_CHARS
-    if len(getattr(parsed, "text", "")) > limit:
-        raise InvalidInput(
-            "input text is too long",
-            details=[
-                {"loc": ["input", "text"], "msg": f"at most {limit} characters", "type": "too_long"}
-            ],
-        )
 
 
 def request_fingerprint(*, kind: str, input: dict[str, Any], model: str | None) -> str:
