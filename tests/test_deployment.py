@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,3 +108,18 @@ def test_every_app_service_reads_the_one_env_file():
 def test_the_image_runs_the_web_app():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert 'CMD ["gunicorn", "webapp.wsgi"' in dockerfile
+
+
+def test_settings_that_let_redis_redeliver_a_running_job_refuse_to_load():
+    env = {
+        **os.environ,
+        "DJANGO_DEBUG": "true",
+        "AIJOBS_CLAUDE_TIMEOUT": "60",
+        "AIJOBS_VISIBILITY_TIMEOUT": "100",
+    }
+    env["CELERY_BROKER_URL"] = "redis://127.0.0.1:6379/0"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert "AIJOBS_VISIBILITY_TIMEOUT (100s) must exceed" in result.stderr

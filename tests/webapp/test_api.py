@@ -10,7 +10,7 @@ from uuid import uuid4
 import pytest
 from django.utils import timezone
 
-from jobs.models import Job, Outcome, ProviderCall
+from jobs.models import ApiToken, Job, Outcome, ProviderCall, UserLimits
 from jobs.tokens import api_token_revoke
 from jobs.usage import Usage
 from tests.helpers import record_call
@@ -121,8 +121,6 @@ def test_unparseable_bodies_are_4xx(call, raw, content_type, status):
 
 
 def test_requests_without_a_valid_token_are_401(client, user, token):
-    from jobs.models import ApiToken
-
     assert client.get("/api/v1/jobs").status_code == 401
     assert client.get("/api/v1/jobs", HTTP_AUTHORIZATION="Bearer aij_wrong").status_code == 401
     api_token_revoke(token=ApiToken.objects.get(user=user))
@@ -309,8 +307,6 @@ def test_openapi_schema_and_docs_need_a_user(client, token):
 
 
 def test_submitting_too_fast_is_429_with_retry_after(call, user):
-    from jobs.models import UserLimits
-
     UserLimits.objects.create(user=user, submissions_per_minute=2)
     answers = [call("POST", "/jobs", SUMMARIZE) for _ in range(3)]
 
@@ -321,8 +317,6 @@ def test_submitting_too_fast_is_429_with_retry_after(call, user):
 
 
 def test_a_spent_budget_refuses_new_jobs_with_402(call, user):
-    from jobs.models import UserLimits
-
     UserLimits.objects.create(user=user, budget_usd=Decimal("0.01"))
     job = Job.objects.get(pk=call("POST", "/jobs", SUMMARIZE).json()["id"])
     record(job, 1, Usage(input_tokens=20_000))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
 from jobs import services
 from jobs.models import Job, Outcome, ProviderCall, Status, UserLimits
@@ -181,3 +183,15 @@ def test_a_provider_429_pauses_the_model_for_every_worker(job, replies, user):
     assert outcome.retry_in >= 25, "the second job waits out the pause without calling"
     other.refresh_from_db()
     assert (other.status, other.attempts, other.calls.count()) == (Status.QUEUED, 0, 0)
+
+
+def test_a_job_that_keeps_killing_its_worker_fails_instead_of_looping(job, replies, settings):
+    Job.objects.filter(pk=job.pk).update(lost_leases=settings.AIJOBS_MAX_LOST_LEASES)
+    services.job_claim(job_id=job.id)
+    Job.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+
+    runner.run_job(job.id)
+
+    job.refresh_from_db()
+    assert (job.status, job.error_code) == (Status.FAILED, "worker_lost")
+    assert job.calls.count() == 0
