@@ -44,3 +44,8 @@ demo: install
 clean:
 	rm -rf $(VENV) .data .pytest_cache .ruff_cache
 
+# Performance figures (devtools, not part of `make test`); see PERFORMANCE.md.
+# BENCH_ARGS="--quick" is a one-minute smoke run; --help lists the flags.
+.PHONY: bench
+bench: install
+	$(PY) -m devtools.services run -- $(PY) -m devtools.bench $(BENCH_ARGS)
