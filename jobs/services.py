@@ -270,17 +270,20 @@ def call_begin(
 
     Raises BudgetExceeded (and records nothing) when the reservation does not fit.
     """
+    pending = {
+        "job_id": job.id,
+        "attempt": job.attempts,
+        "seq": seq,
+        "model": job.model,
+        "outcome": Outcome.PENDING,
+        "celery_task_id": celery_task_id,
+    }
+    if limits.limits_for(job.owner_id).budget_usd is None:
+        return ProviderCall.objects.create(**pending)  # one statement, no transaction needed
     with transaction.atomic():
         ledger = limits.budget_reserve(user_id=job.owner_id, amount=reserve_usd)
         return ProviderCall.objects.create(
-            job_id=job.id,
-            attempt=job.attempts,
-            seq=seq,
-            model=job.model,
-            outcome=Outcome.PENDING,
-            celery_task_id=celery_task_id,
-            reserved_usd=reserve_usd if ledger else Decimal(0),
-            budget_ledger=ledger,
+            **pending, reserved_usd=reserve_usd, budget_ledger=ledger
         )
 
 
@@ -309,12 +312,13 @@ def call_finish(
     )
     if finished == 0:
         return False
-    increments = {name: F(name) + value for name, value in report.usage.as_fields().items()}
-    Job.objects.filter(pk=call.job_id).update(cost_usd=F("cost_usd") + cost, **increments)
+    totals = {name: F(name) + value for name, value in report.usage.as_fields().items()}
+    totals["cost_usd"] = F("cost_usd") + cost
+    # The usage always counts; the result only while this attempt still holds the job.
+    if result is None or not _update_held(call.job_id, call.attempt, **totals, **_success(result)):
+        Job.objects.filter(pk=call.job_id).update(**totals)
     if call.budget_ledger_id:
         limits.budget_settle(ledger_id=call.budget_ledger_id, reserved=call.reserved_usd, cost=cost)
-    if result is not None:
-        job_succeed(job_id=call.job_id, attempt=call.attempt, result=result)
     return True
 
 
@@ -324,16 +328,14 @@ def _update_held(job_id: UUID, attempt: int, **changes: Any) -> bool:
     return held.update(lease_expires_at=None, **changes) == 1
 
 
-def job_succeed(*, job_id: UUID, attempt: int, result: dict[str, Any]) -> bool:
-    return _update_held(
-        job_id,
-        attempt,
-        status=Status.SUCCEEDED,
-        result=result,
-        error_code="",
-        error_message="",
-        finished_at=timezone.now(),
-    )
+def _success(result: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "status": Status.SUCCEEDED,
+        "result": result,
+        "error_code": "",
+        "error_message": "",
+        "finished_at": timezone.now(),
+    }
 
 
 def job_fail(*, job_id: UUID, attempt: int, code: str, message: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from datetime import timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -15,6 +16,14 @@ TOKEN_PREFIX = "aij_"
 # Writing last_used_at on every request would turn reads into writes; once a
 # minute is enough to tell a live token from a forgotten one.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+# A status poll would otherwise spend half its time finding the token's user.
+# Each process remembers a token for this long, so revoking a token (or
+# deactivating its user) takes effect everywhere within it; at once in the
+# process that revoked it.
+CACHE_SECONDS = 15.0
+CACHE_SIZE = 10_000
+
+_cache: dict[str, tuple[float, AbstractBaseUser]] = {}
 
 
 def _digest(raw: str) -> str:
@@ -30,13 +39,27 @@ def api_token_create(*, user: AbstractBaseUser, name: str) -> tuple[ApiToken, st
 
 def api_token_revoke(*, token: ApiToken) -> None:
     ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    _cache.pop(token.digest, None)
 
 
 def api_token_authenticate(raw: str) -> AbstractBaseUser | None:
     """The active user owning this token, or None."""
+    digest = _digest(raw)
+    cached = _cache.get(digest)
+    if cached and cached[0] > time.monotonic():
+        return cached[1]
+    user = _lookup(digest)
+    if user is not None:
+        if len(_cache) >= CACHE_SIZE:
+            _cache.clear()
+        _cache[digest] = (time.monotonic() + CACHE_SECONDS, user)
+    return user
+
+
+def _lookup(digest: str) -> AbstractBaseUser | None:
     token = (
         ApiToken.objects.select_related("user")
-        .filter(digest=_digest(raw), revoked_at__isnull=True, user__is_active=True)
+        .filter(digest=digest, revoked_at__isnull=True, user__is_active=True)
         .first()
     )
     if token is None:

@@ -18,11 +18,12 @@ os.environ.setdefault("AIJOBS_REDIS_PREFIX", SESSION)
 
 
 @pytest.fixture(autouse=True)
-def _fresh_limits():
-    """Per-user limits are cached per process; each test starts from the database."""
-    from jobs import limits
+def _fresh_caches():
+    """Limits and tokens are cached per process; each test starts from the database."""
+    from jobs import limits, tokens
 
     limits._cache.clear()
+    tokens._cache.clear()
 
 
 @pytest.fixture(autouse=True)

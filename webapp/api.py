@@ -199,9 +199,15 @@ def _error(code: str, message: str) -> dict[str, str] | None:
     return {"code": code, "message": message} if code else None
 
 
+def _timestamp(moment: datetime | None) -> str | None:
+    """RFC 3339 in UTC, as pydantic writes it, so every endpoint prints times alike."""
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
 def present_job(job: Job) -> dict[str, Any]:
+    """The job as JSON-ready values, so a status poll need not go through pydantic."""
     return {
-        "id": job.id,
+        "id": str(job.id),
         "kind": job.kind,
         "status": job.status,
         "model": job.model,
@@ -210,10 +216,10 @@ def present_job(job: Job) -> dict[str, Any]:
         "error": _error(job.error_code, job.error_message),
         "attempts": job.attempts,
         "usage": _usage(job),
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-        "next_retry_at": job.next_retry_at,
+        "created_at": _timestamp(job.created_at),
+        "started_at": _timestamp(job.started_at),
+        "finished_at": _timestamp(job.finished_at),
+        "next_retry_at": _timestamp(job.next_retry_at),
     }
 
 
@@ -234,9 +240,7 @@ def present_call(call: ProviderCall) -> dict[str, Any]:
 
 
 def _job_response(request: HttpRequest, job: Job, status: int, **headers: str) -> HttpResponse:
-    response = api.create_response(
-        request, JobOut.model_validate(present_job(job)).model_dump(), status=status
-    )
+    response = api.create_response(request, present_job(job), status=status)
     for name, value in headers.items():
         response[name.replace("_", "-")] = value
     return response

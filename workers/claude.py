@@ -13,6 +13,7 @@ on invalid output and drops the message, and with it the usage we were billed.
 from __future__ import annotations
 
 import email.utils
+import functools
 import threading
 import time
 from dataclasses import dataclass
@@ -117,13 +118,19 @@ def call(
             output_config={
                 "format": {
                     "type": "json_schema",
-                    "schema": anthropic.transform_schema(output_model),
+                    "schema": _schema_of(output_model),
                 }
             },
         )
     except anthropic.APIError as exc:
         raise _error_from(exc, _elapsed_ms(started)) from exc
     return _reply_from(message, output_model, _elapsed_ms(started))
+
+
+@functools.lru_cache(maxsize=512)
+def _schema_of(output_model: type[pydantic.BaseModel]) -> dict[str, Any]:
+    """The SDK's JSON schema for a model, built once per model (runner.py reuses models)."""
+    return anthropic.transform_schema(output_model)
 
 
 def _reply_from(message: Message, output_model: type[pydantic.BaseModel], latency_ms: int) -> Reply:

@@ -7,6 +7,7 @@ over (or whose job was canceled) records its paid calls but changes nothing else
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import connection
+from pydantic import BaseModel
 
 from jobs import kinds, services
 from jobs.errors import BudgetExceeded
@@ -36,6 +38,9 @@ REPAIR_INSTRUCTION = (
 CHARS_PER_TOKEN_ESTIMATE = 3
 # A job whose owner is at their running limit waits about this long, spread by jitter.
 BUSY_DELAY_SECONDS = 2.0
+OUTPUT_MODEL_CACHE_SIZE = 1024
+
+_models: dict[tuple[str, str], type[BaseModel]] = {}
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,7 @@ class Request:
     """One call's fixed parts, and what it is estimated to take from limits and budget."""
 
     kind: ModuleType
-    output_model: Any
+    output_model: type[BaseModel]
     messages: list[dict[str, Any]]
     estimated_input: int
 
@@ -88,7 +93,7 @@ def _attempt(job: Job, task_id: str) -> RunResult:
     prompt = kind.build_prompt(job_input)
     request = Request(
         kind=kind,
-        output_model=kind.output_model(job_input),
+        output_model=_output_model(kind, job_input),
         messages=[{"role": "user", "content": prompt}],
         estimated_input=(len(kind.SYSTEM_PROMPT) + len(prompt)) // CHARS_PER_TOKEN_ESTIMATE,
     )
@@ -114,6 +119,22 @@ def _attempt(job: Job, task_id: str) -> RunResult:
         message=f"output still invalid after a repair round:\n{reply.validation_errors}",
     )
     return RunResult()
+
+
+def _output_model(kind: ModuleType, job_input: BaseModel) -> type[BaseModel]:
+    """The job's output model, shared by jobs with the same parameters.
+
+    Building a Pydantic model (and its JSON schema) per job costs more CPU than
+    the rest of the job; jobs differing only in their text share one.
+    """
+    params = job_input.model_dump(mode="json", by_alias=True, exclude={"text"})
+    key = (kind.NAME, json.dumps(params, sort_keys=True))
+    model = _models.get(key)
+    if model is None:
+        if len(_models) >= OUTPUT_MODEL_CACHE_SIZE:
+            _models.clear()
+        model = _models[key] = kind.output_model(job_input)
+    return model
 
 
 def _call(job: Job, seq: int, request: Request, task_id: str) -> claude.Reply | RunResult:

@@ -9,7 +9,9 @@ from jobs.services import RUN_JOB_TASK
 from workers import runner
 
 
-@shared_task(bind=True, name=RUN_JOB_TASK, max_retries=None)
+# The job row is the record of a job; Celery's result row would be a write per
+# job that nothing reads. Failures are still stored (task_store_errors_even_if_ignored).
+@shared_task(bind=True, name=RUN_JOB_TASK, max_retries=None, ignore_result=True)
 def run_job(self: Task, job_id: str) -> None:
     """Run one attempt of the job; a retryable failure comes back as a Celery retry."""
     outcome = runner.run_job(job_id, task_id=self.request.id or "")

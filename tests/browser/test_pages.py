@@ -248,13 +248,13 @@ def _finished_job(user, kind: str, rng: random.Random) -> Job:
         cache_creation_input_tokens=rng.choice([0, 0, 900]),
         cache_read_input_tokens=rng.choice([0, 900, 900, 1800]),
     )
-    record_call(claimed, attempt=claimed.attempts, usage=usage)
     if rng.random() < 0.1:
+        record_call(claimed, attempt=claimed.attempts, usage=usage)
         services.job_fail(
             job_id=claimed.id, attempt=claimed.attempts, code="invalid_output", message="no JSON"
         )
     else:
-        services.job_succeed(job_id=claimed.id, attempt=claimed.attempts, result=RESULTS[kind])
+        record_call(claimed, attempt=claimed.attempts, usage=usage, result=RESULTS[kind])
     return claimed
 
 

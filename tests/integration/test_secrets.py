@@ -1,4 +1,4 @@
-"""Secrets and user text stay out of logs, the broker and the task audit trail."""
+"""Secrets and user text stay out of logs, broker messages and the task audit trail."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import logging
 import uuid
 
 import pytest
+from celery.signals import before_task_publish
 from django_celery_results.models import TaskResult
 
 from tests.helpers import unique
@@ -14,7 +15,20 @@ from tests.integration.harness import TEST_API_KEY
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
-def test_neither_the_key_nor_job_text_reaches_logs_or_the_task_trail(api, worker, caplog):
+@pytest.fixture
+def published():
+    """Every task message this process sends: (task name, arguments, whole body)."""
+    sent: list[tuple[str, object, str]] = []
+
+    def capture(sender: str, body: object, **_: object) -> None:
+        sent.append((sender, body[0] if isinstance(body, tuple) else body, repr(body)))
+
+    before_task_publish.connect(capture, weak=False)
+    yield sent
+    before_task_publish.disconnect(capture)
+
+
+def test_neither_the_key_nor_job_text_leaves_the_job(api, worker, caplog, published):
     caplog.set_level(logging.DEBUG)
     marker = f"CANARY{uuid.uuid4().hex}"
     text = unique(
@@ -24,12 +38,12 @@ def test_neither_the_key_nor_job_text_reaches_logs_or_the_task_trail(api, worker
     job_id = api.submit("summarize", {"text": text}).body["id"]
     assert api.wait(job_id)["status"] == "succeeded"
 
+    assert [(name, args) for name, args, _ in published] == [("aijobs.run_job", [job_id])]
+    assert marker not in published[0][2]
     worker_log = worker.log_path.read_text(errors="replace")
     assert job_id in worker_log, "the worker logs jobs by id"
     for secret in (marker, TEST_API_KEY):
         assert secret not in worker_log
         assert secret not in caplog.text
-    trail = TaskResult.objects.filter(task_args__contains=job_id)
-    assert trail.exists(), "Celery's audit trail names the job"
-    for row in trail:
+    for row in TaskResult.objects.all():
         assert marker not in f"{row.task_args} {row.task_kwargs} {row.result}"

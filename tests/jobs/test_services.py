@@ -20,10 +20,9 @@ from jobs.services import (
     job_release,
     job_schedule_retry,
     job_submit,
-    job_succeed,
 )
 from jobs.usage import Usage
-from tests.helpers import record_call
+from tests.helpers import record_call, succeed
 
 pytestmark = pytest.mark.django_db
 
@@ -64,15 +63,16 @@ def test_a_lapsed_lease_can_be_reclaimed_and_fences_the_old_holder(job):
 
     assert fresh.attempts == 2
     assert fresh.lost_leases == 1
-    assert job_succeed(job_id=job.id, attempt=stale.attempts, result={"summary": "late"}) is False
-    assert job_succeed(job_id=job.id, attempt=fresh.attempts, result={"summary": "on time"}) is True
+    late = Job.objects.get(pk=job.id)
+    assert succeed(late, {"summary": "late"}, attempt=stale.attempts) is False
+    assert succeed(late, {"summary": "on time"}, attempt=fresh.attempts) is True
     assert Job.objects.get(pk=job.id).result == {"summary": "on time"}
 
 
 def test_finishing_twice_writes_one_result(job):
     held = job_claim(job_id=job.id).job
 
-    assert job_succeed(job_id=job.id, attempt=held.attempts, result={"n": 1}) is True
+    assert succeed(held, {"n": 1}, attempt=held.attempts) is True
     assert job_fail(job_id=job.id, attempt=held.attempts, code="x", message="y") is False
     assert Job.objects.get(pk=job.id).status == Status.SUCCEEDED
 
@@ -113,7 +113,7 @@ def test_a_user_at_the_running_limit_waits_and_others_do_not(user, other_user):
     assert [claim.job is not None for claim in claims] == [True, True, False]
     assert claims[2].busy
     assert job_claim(job_id=theirs[0].id).job is not None
-    job_succeed(job_id=mine[0].id, attempt=1, result={})
+    succeed(mine[0], {}, attempt=1)
     assert job_claim(job_id=mine[2].id).job is not None
 
 

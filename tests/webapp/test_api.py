@@ -326,3 +326,11 @@ def test_a_spent_budget_refuses_new_jobs_with_402(call, user):
     assert refused.status_code == 402
     assert error_code(refused) == "budget_exceeded"
     assert Job.objects.count() == 1
+
+
+def test_a_revoked_token_stops_working_at_once_in_the_revoking_process(call, user):
+    assert call("GET", "/jobs").status_code == 200  # now cached
+
+    api_token_revoke(token=ApiToken.objects.get(user=user))
+
+    assert call("GET", "/jobs").status_code == 401
