@@ -16,7 +16,7 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 from pydantic import BaseModel
 
 from jobs import kinds, services
@@ -75,6 +75,11 @@ def run_job(job_id: UUID | str, *, task_id: str = "") -> RunResult:
         return RunResult()
     try:
         return _attempt(job, task_id)
+    except DatabaseError:
+        # The database is away (a restart, a failover): the job keeps its lease,
+        # which lapses, and the reaper sends it again once the database is back.
+        log.exception("job %s attempt %d: database error, left to the reaper", job.id, job.attempts)
+        raise
     except Exception:
         # A bug must end the job visibly rather than leave it running until its lease lapses.
         log.exception("job %s attempt %d crashed", job.id, job.attempts)

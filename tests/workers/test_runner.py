@@ -6,6 +6,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import OperationalError
 from django.utils import timezone
 
 from jobs import services
@@ -195,3 +196,29 @@ def test_a_job_that_keeps_killing_its_worker_fails_instead_of_looping(job, repli
     job.refresh_from_db()
     assert (job.status, job.error_code) == (Status.FAILED, "worker_lost")
     assert job.calls.count() == 0
+
+
+def test_a_database_outage_leaves_the_job_to_the_reaper(job, replies, monkeypatch):
+    queued, _ = replies
+    queued.append(VALID)
+
+    def database_gone(**kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(services, "call_finish", database_gone)
+
+    with pytest.raises(OperationalError):
+        runner.run_job(job.id)
+
+    job.refresh_from_db()
+    assert job.status == Status.RUNNING, "not failed: the lease lapses and the reaper resends it"
+
+
+def test_a_bug_fails_the_job_visibly(job, replies, monkeypatch):
+    monkeypatch.setattr(runner, "_attempt", lambda job, task_id: 1 / 0)
+
+    with pytest.raises(ZeroDivisionError):
+        runner.run_job(job.id)
+
+    job.refresh_from_db()
+    assert (job.status, job.error_code) == (Status.FAILED, "internal_error")
