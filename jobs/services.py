@@ -205,10 +205,12 @@ def job_enqueue(*, job_id: UUID, countdown: float | None = None) -> bool:
 
 @dataclass(frozen=True)
 class Claim:
-    """The job held for one attempt, or none; `busy` when its owner is at their running limit."""
+    """The job held for one attempt, or none: `busy` when its owner is at their running
+    limit, `missing` when there is no such row."""
 
     job: Job | None
     busy: bool = False
+    missing: bool = False
 
 
 def _claimable(job: Job, now: datetime) -> bool:
@@ -230,7 +232,9 @@ def job_claim(*, job_id: UUID | str) -> Claim:
     """
     now = timezone.now()
     job = Job.objects.filter(pk=job_id).first()
-    if job is None or not _claimable(job, now):
+    if job is None:
+        return Claim(job=None, missing=True)
+    if not _claimable(job, now):
         return Claim(job=None)
     if not _below_running_limit(job.owner_id):
         return Claim(job=None, busy=True)

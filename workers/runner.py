@@ -65,6 +65,11 @@ def run_job(job_id: UUID | str, *, task_id: str = "") -> RunResult:
     if claim.busy:
         return RunResult(retry_in=_spread(BUSY_DELAY_SECONDS))
     job = claim.job
+    if claim.missing:
+        # Messages are sent after the row's commit, so this is a deleted job,
+        # or a bug that published too early; either way nothing can run.
+        log.warning("job %s not found: skipped", job_id)
+        return RunResult()
     if job is None:
         log.info("job %s not claimable (finished, canceled or held): skipped", job_id)
         return RunResult()

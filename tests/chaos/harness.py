@@ -29,6 +29,8 @@ from tests.integration.harness import (
 )
 
 TERMINAL = ("succeeded", "failed", "canceled")
+# In every job's text: it must never show up in a log.
+CANARY = f"CANARY{uuid.uuid4().hex}"
 # Fast reconciliation, so a test sees the reaper act within seconds.
 STACK_SETTINGS = {
     "DJANGO_SETTINGS_MODULE": "webapp.settings_test",
@@ -48,6 +50,7 @@ class Stack:
     processes: list[subprocess.Popen] = field(default_factory=list)
     workers: list[Worker] = field(default_factory=list)
     api: ApiClient | None = None
+    stranger: ApiClient | None = None
 
     @classmethod
     def start(cls, *, sim_args: tuple[str, ...] = (), **settings: str) -> Stack:
@@ -76,7 +79,7 @@ class Stack:
 
     def _start_platform(self) -> None:
         self.manage("migrate", "--noinput", "-v", "0")
-        token = self.manage("create_api_token", "chaos", "--create-user").strip().splitlines()[-1]
+        token, stranger = (self.new_token(name) for name in ("chaos", "stranger"))
         port = free_port()
         self.spawn("web", [
             sys.executable, "-m", "gunicorn", "webapp.wsgi", f"--bind=127.0.0.1:{port}",
@@ -87,6 +90,7 @@ class Stack:
             "-s", str(self.root / "celerybeat-schedule"),
         ])  # fmt: skip
         self.api = ApiClient(base_url=f"http://127.0.0.1:{port}", token=token)
+        self.stranger = ApiClient(base_url=f"http://127.0.0.1:{port}", token=stranger)
         wait_for(self._web_up, timeout=60, what="gunicorn to answer")
 
     def _web_up(self) -> bool:
@@ -94,6 +98,13 @@ class Stack:
             return self.api.request("GET", "/health").status in (200, 503)
         except OSError:
             return False
+
+    def new_token(self, username: str) -> str:
+        return self.manage("create_api_token", username, "--create-user").strip().splitlines()[-1]
+
+    def logs(self) -> str:
+        """Everything the stack's processes wrote."""
+        return "".join(path.read_text(errors="replace") for path in self.root.glob("*.log"))
 
     def manage(self, *args: str) -> str:
         return subprocess.run(
@@ -148,7 +159,7 @@ class Stack:
     def submit_many(self, texts: list[str], kind: str = "summarize") -> list[str]:
         ids = []
         for text in texts:
-            answer = self.api.submit(kind, {"text": text})
+            answer = self.api.submit(kind, {"text": f"{text} {CANARY}"})
             assert answer.status == 201, answer.body
             ids.append(answer.body["id"])
         return ids
@@ -183,9 +194,9 @@ class Stack:
 
 
 def check_invariants(stack: Stack, ids: list[str], sim_calls_before: int) -> dict[str, int]:
-    """RELIABILITY-NOTES' invariants, for the jobs of one run; returns the status counts."""
+    """RELIABILITY-NOTES' seven invariants, for the jobs of one run; returns the status counts."""
     rows = stack.query(
-        """SELECT j.id, j.status, j.attempts, j.result IS NOT NULL,
+        """SELECT j.id, j.status, j.result IS NOT NULL,
                   count(c.id), count(c.id) FILTER (WHERE c.outcome = 'ok'),
                   j.input_tokens, coalesce(sum(c.input_tokens), 0)
              FROM jobs_job j LEFT JOIN jobs_providercall c ON c.job_id = j.id
@@ -194,25 +205,43 @@ def check_invariants(stack: Stack, ids: list[str], sim_calls_before: int) -> dic
     )
     assert len(rows) == len(ids), "every accepted job is stored"
     statuses: dict[str, int] = {}
-    for job_id, status, _attempts, has_result, _calls, ok_calls, job_tokens, call_tokens in rows:
+    for job_id, status, has_result, _calls, ok_calls, job_tokens, call_tokens in rows:
         statuses[status] = statuses.get(status, 0) + 1
+        # 1. Every job ends terminal.
         assert status in TERMINAL, f"job {job_id} ended {status}"
-        assert has_result == (status == "succeeded"), (
-            f"job {job_id}: one result, only if it succeeded"
-        )
+        # 2. At most one result, and only with the one accepted answer it came from.
+        assert has_result == (status == "succeeded"), f"job {job_id}: result but {status}"
         assert ok_calls == (1 if status == "succeeded" else 0), (
             f"job {job_id} {status}: {ok_calls} accepted answers; calls: {stack.calls_of(job_id)}"
         )
+        # 4. Each call's usage is counted once in the job's totals.
         assert job_tokens == call_tokens, f"job {job_id}: usage counted once"
-    recorded = sum(row[4] for row in rows)
-    seen = stack.simulator.stats()["total"] - sim_calls_before
-    # Every request the provider saw has its row, written before it was sent. A
-    # worker killed between that write and the send leaves a row (settled as
-    # unknown) for a request that never left: those are the only extra rows.
+    _check_calls_match_the_provider(stack, ids, sum(row[3] for row in rows), sim_calls_before)
+    logs = stack.logs()
+    # 5. Nothing was published before its commit: no worker met a message without its row.
+    assert not [job_id for job_id in ids if f"job {job_id} not found" in logs]
+    # 6. Neither the API key nor job text reaches a log.
+    assert CANARY not in logs
+    assert TEST_API_KEY not in logs
+    # 7. Another user can read or change nothing of these jobs.
+    for job_id in ids[:5]:
+        assert stack.stranger.request("GET", f"/jobs/{job_id}").status == 404
+        assert stack.stranger.request("POST", f"/jobs/{job_id}/cancel").status == 404
+    return statuses
+
+
+def _check_calls_match_the_provider(
+    stack: Stack, ids: list[str], recorded: int, before: int
+) -> None:
+    """3. Every request the provider saw has its row, written before it was sent.
+
+    A worker killed between that write and the send leaves a row (settled as
+    unknown) for a request that never left: those are the only extra rows.
+    """
+    seen = stack.simulator.stats()["total"] - before
     cut_off = stack.query(
         "SELECT count(*) FROM jobs_providercall WHERE job_id = ANY(%s::uuid[]) "
         "AND outcome IN ('pending', 'unknown')",
         (ids,),
     )[0][0]
     assert seen <= recorded <= seen + cut_off, f"simulator saw {seen}, recorded {recorded}"
-    return statuses
