@@ -223,29 +223,35 @@ def _claimable(job: Job, now: datetime) -> bool:
     )
 
 
-@transaction.atomic
 def job_claim(*, job_id: UUID | str) -> Claim:
     """Take the job for one attempt: a conditional UPDATE whose row count decides.
 
     A claim that takes over a lapsed lease (its worker died) counts it in
     `lost_leases`. The attempt number it sets fences off the old holder.
     """
-    now = timezone.now()
     job = Job.objects.filter(pk=job_id).first()
     if job is None:
         return Claim(job=None, missing=True)
-    if not _claimable(job, now):
+    if not _claimable(job, timezone.now()):
         return Claim(job=None)
-    if not _below_running_limit(job.owner_id):
-        return Claim(job=None, busy=True)
-    lost = job.lost_leases + (1 if job.status == Status.RUNNING else 0)
+    limit = limits.limits_for(job.owner_id).max_running
+    if not limit:
+        return _take(job)  # the UPDATE alone decides: no transaction needed
+    with transaction.atomic():
+        if _running_count(job.owner_id) >= limit:
+            return Claim(job=None, busy=True)
+        return _take(job)
+
+
+def _take(job: Job) -> Claim:
+    now = timezone.now()
     changes = {
         "status": Status.RUNNING,
         "attempts": job.attempts + 1,
         "lease_expires_at": now + timedelta(seconds=settings.AIJOBS_LEASE_SECONDS),
         "started_at": now,
         "next_retry_at": None,
-        "lost_leases": lost,
+        "lost_leases": job.lost_leases + (1 if job.status == Status.RUNNING else 0),
     }
     seen = Job.objects.filter(pk=job.pk, status=job.status, attempts=job.attempts)
     if seen.update(**changes) == 0:
@@ -255,16 +261,13 @@ def job_claim(*, job_id: UUID | str) -> Claim:
     return Claim(job=job)
 
 
-def _below_running_limit(owner_id: int) -> bool:
-    """Whether the owner may start one more job; serialised per owner so two claims can't pass."""
-    limit = limits.limits_for(owner_id).max_running
-    if not limit:
-        return True
+def _running_count(owner_id: int) -> int:
+    """The owner's running jobs, under a per-owner lock held to the end of the transaction,
+    so two claims cannot both see room for one more."""
     _lock(f"running:{owner_id}")
-    running = Job.objects.filter(
+    return Job.objects.filter(
         owner_id=owner_id, status=Status.RUNNING, lease_expires_at__gt=timezone.now()
     ).count()
-    return running < limit
 
 
 def call_begin(
