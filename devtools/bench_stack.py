@@ -29,6 +29,7 @@ import redis
 from celery import Celery
 from psycopg import sql
 
+from devtools.claude_sim import url_from_banner
 from devtools.services import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -396,10 +397,11 @@ def start_simulator(processes: Processes, env: dict[str, str], latency_ms: int) 
     child = processes.start(f"sim-{latency_ms}ms", command, env, pipe_stdout=True)
     assert child.proc.stdout is not None
     line = child.proc.stdout.readline().decode()
-    if "listening on" not in line:
+    try:
+        return Simulator(child, url_from_banner(line))
+    except ValueError as error:
         child.check_alive()
-        raise BenchError(f"the simulator said {line!r}")
-    return Simulator(child, line.rsplit(" ", 1)[-1].strip())
+        raise BenchError(str(error)) from None
 
 
 @dataclass

@@ -91,6 +91,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# The one line printed at start; url_from_banner reads it.
+BANNER = "claude_sim listening on "
 DEFAULT_HOST = "127.0.0.1"
 MESSAGES_PATH = "/v1/messages"
 # A hung request outlives any sensible client timeout, and ends when the client hangs up.
@@ -1214,6 +1216,16 @@ async def run_server(
         await server.wait_closed()
 
 
+def url_from_banner(line: str) -> str:
+    """The URL from the simulator's first line of output; ValueError if it is not that line.
+
+    Launchers read the line to know the simulator is up and where (`--port 0`).
+    """
+    if not line.startswith(BANNER):
+        raise ValueError(f"the Claude simulator did not start: {line!r}")
+    return line[len(BANNER) :].strip()
+
+
 def serve_in_thread(
     port: int = 0,
     *,
@@ -1294,7 +1306,7 @@ async def _main(args: argparse.Namespace) -> None:
     options = SimOptions(args.latency_ms, args.fault_rate, args.rpm, args.seed)
 
     def announce(url: str) -> None:
-        print(f"claude_sim listening on {url}", flush=True)
+        print(f"{BANNER}{url}", flush=True)
 
     await run_server(args.host, args.port, options, stop, announce)
 

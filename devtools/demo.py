@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from devtools.claude_sim import url_from_banner
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_DIR = ROOT / ".data" / "demo"
 DEMO_USER = "demo"
@@ -130,10 +132,7 @@ def start_simulator(args: argparse.Namespace, children: list[Child], env: dict[s
     )
     children.append(Child("simulator", proc))
     print(f"demo: started simulator (pid {proc.pid})", flush=True)
-    line = proc.stdout.readline().decode() if proc.stdout else ""
-    if "listening on" not in line:
-        raise RuntimeError(f"the Claude simulator did not start: {line!r}")
-    return line.rsplit(" ", 1)[-1].strip()
+    return url_from_banner(proc.stdout.readline().decode() if proc.stdout else "")
 
 
 def manage(env: dict[str, str], *command: str) -> None:

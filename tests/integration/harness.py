@@ -21,6 +21,8 @@ from urllib.parse import quote
 
 from django.conf import settings
 
+from devtools.claude_sim import url_from_banner
+
 ROOT = Path(__file__).resolve().parents[2]
 TEST_API_KEY = "sk-test-canary-not-a-real-key-0000"
 
@@ -73,11 +75,11 @@ class Simulator:
             stdout=subprocess.PIPE,
             text=True,
         )
-        line = proc.stdout.readline()
-        if "listening on" not in line:
+        try:
+            return cls(proc=proc, url=url_from_banner(proc.stdout.readline()))
+        except ValueError:
             stop_process(proc)
-            raise RuntimeError(f"simulator did not start: {line!r}")
-        return cls(proc=proc, url=line.rsplit(" ", 1)[-1].strip())
+            raise
 
     def stats(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"{self.url}/_sim/stats", timeout=5) as response:
