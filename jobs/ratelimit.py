@@ -10,11 +10,13 @@ server, so hosts with skewed clocks agree.
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
 
 import redis
 from django.conf import settings
+from redis.commands.core import Script
 
 # KEYS: the pause key, then one TAT key per limit.
 # ARGV: pairs of (seconds per unit, burst in units, cost in units) per limit.
@@ -88,16 +90,24 @@ def get_redis() -> redis.Redis:
         return _client
 
 
+@functools.cache
+def _script(source: str) -> Script:
+    """A registered script, once per process: registering hashes the source every time."""
+    return get_redis().register_script(source)
+
+
 class Limiter:
-    """A set of limits taken together under one key prefix (`<prefix>:rl:<scope>:`)."""
+    """A set of limits taken together under one key prefix (`<prefix>:rl:<scope>:`).
+
+    Cheap to build: a submission makes one per user, the scripts are shared.
+    """
 
     def __init__(self, scope: str, limits: list[Limit]) -> None:
         self.scope = scope
         self.limits = limits
-        client = get_redis()
-        self._acquire = client.register_script(_ACQUIRE)
-        self._refund = client.register_script(_REFUND)
-        self._pause = client.register_script(_PAUSE)
+        self._acquire = _script(_ACQUIRE)
+        self._refund = _script(_REFUND)
+        self._pause = _script(_PAUSE)
 
     def _key(self, name: str) -> str:
         return f"{settings.AIJOBS_REDIS_PREFIX}:rl:{self.scope}:{name}"
