@@ -171,7 +171,7 @@ class Health(Schema):
 
 class JobFilters(Schema):
     status: JobStatus | None = None
-    kind: str | None = None
+    kind: KindName | None = None
     limit: int = Field(default=20, ge=1, le=selectors.MAX_PAGE)
     cursor: str | None = None
 

@@ -221,7 +221,10 @@ def test_list_is_newest_first_filtered_and_paginated(call):
     assert call("GET", "/jobs?status=succeeded").json()["items"] == []
 
 
-@pytest.mark.parametrize("query", ["cursor=nonsense", "limit=0", "limit=1000", "status=exploded"])
+@pytest.mark.parametrize(
+    "query",
+    ["cursor=nonsense", "limit=0", "limit=1000", "status=exploded", "kind=translate", "kind=a%00b"],
+)
 def test_bad_list_queries_are_422(call, query):
     assert call("GET", f"/jobs?{query}").status_code == 422
 
