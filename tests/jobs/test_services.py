@@ -117,6 +117,34 @@ def test_a_user_at_the_running_limit_waits_and_others_do_not(user, other_user):
     assert job_claim(job_id=mine[2].id).job is not None
 
 
+def test_the_default_running_limit_applies_to_users_without_their_own(user, settings):
+    settings.AIJOBS_MAX_RUNNING_PER_USER = 1
+    first, second = submit(user, 2)
+
+    assert job_claim(job_id=first.id).job is not None
+    assert job_claim(job_id=second.id).busy
+
+
+def test_a_running_limit_of_zero_lifts_the_default(user, settings):
+    settings.AIJOBS_MAX_RUNNING_PER_USER = 1
+    UserLimits.objects.create(user=user, max_running=0)
+    jobs = submit(user, 2)
+
+    assert all(job_claim(job_id=job.id).job is not None for job in jobs)
+
+
+def test_a_claimed_job_comes_back_as_stored(job):
+    claimed = job_claim(job_id=job.id).job
+
+    stored = Job.objects.get(pk=job.id)
+    assert claimed.input == stored.input
+    assert claimed.input["text"] == "Hello there. General."
+    assert (claimed.status, claimed.attempts) == (Status.RUNNING, 1)
+    assert claimed.lease_expires_at == stored.lease_expires_at > timezone.now()
+    assert claimed.started_at == stored.started_at
+    assert claimed.owner_id == stored.owner_id
+
+
 def test_recording_a_call_adds_its_usage_to_the_job_once(job):
     usage = Usage(
         input_tokens=1000,
