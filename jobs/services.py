@@ -19,7 +19,6 @@ from uuid import UUID
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
-from django.db.models import F
 from django.utils import timezone
 from pydantic import BaseModel, ValidationError
 
@@ -338,39 +337,94 @@ def call_begin(
         )
 
 
-@transaction.atomic
 def call_finish(
     *, call: ProviderCall, report: CallReport, result: dict[str, Any] | None = None
 ) -> bool:
     """Record how a pending call ended and add its usage to the job and the budget, once.
 
-    With `result`, the job succeeds in the same transaction: an accepted answer
+    With `result`, the job succeeds in the same statement: an accepted answer
     is never recorded without its result, so a worker dying in between cannot
     make the next attempt pay for the answer again. False when the call was
     already settled (the reaper took it from a worker that stalled past its lease).
     """
     cost = report.usage.cost_usd(call.model)
-    finished = ProviderCall.objects.filter(pk=call.pk, outcome=Outcome.PENDING).update(
-        outcome=report.outcome,
-        provider_request_id=report.provider_request_id,
-        stop_reason=report.stop_reason,
-        latency_ms=report.latency_ms,
-        http_status=report.http_status,
-        error_code=report.error_code,
-        error_message=report.error_message[:2000],
-        cost_usd=cost,
+    if not call.budget_ledger_id:
+        return _settle(call, report, cost, result)
+    with transaction.atomic():
+        settled = _settle(call, report, cost, result)
+        if settled:
+            limits.budget_settle(
+                ledger_id=call.budget_ledger_id, reserved=call.reserved_usd, cost=cost
+            )
+        return settled
+
+
+# A settled call's columns, and the job's running totals of them.
+USAGE_COLUMNS = (*Usage().as_fields(), "cost_usd")
+REPORT_COLUMNS = (
+    "outcome",
+    "provider_request_id",
+    "stop_reason",
+    "latency_ms",
+    "http_status",
+    "error_code",
+    "error_message",
+    *USAGE_COLUMNS,
+)
+
+
+def _settle(
+    call: ProviderCall, report: CallReport, cost: Decimal, result: dict[str, Any] | None
+) -> bool:
+    """Settle the pending call, add its usage to the job and, with `result`, succeed the
+    job if this attempt still holds it: one statement, so all of it or none."""
+    success = {}
+    if result is not None:
+        stored = Job._meta.get_field("result").get_db_prep_value(result, connection)
+        success = {**_success(result), "result": stored}
+    params = {
+        "call_id": call.pk,
+        "pending": Outcome.PENDING,
+        "running": Status.RUNNING,
+        "attempt": call.attempt,
+        "outcome": report.outcome,
+        "provider_request_id": report.provider_request_id,
+        "stop_reason": report.stop_reason,
+        "latency_ms": report.latency_ms,
+        "http_status": report.http_status,
+        "error_code": report.error_code,
+        "error_message": report.error_message[:2000],
+        "cost_usd": cost,
         **report.usage.as_fields(),
-    )
-    if finished == 0:
-        return False
-    totals = {name: F(name) + value for name, value in report.usage.as_fields().items()}
-    totals["cost_usd"] = F("cost_usd") + cost
-    # The usage always counts; the result only while this attempt still holds the job.
-    if result is None or not _update_held(call.job_id, call.attempt, **totals, **_success(result)):
-        Job.objects.filter(pk=call.job_id).update(**totals)
-    if call.budget_ledger_id:
-        limits.budget_settle(ledger_id=call.budget_ledger_id, reserved=call.reserved_usd, cost=cost)
-    return True
+        **{f"job_{name}": value for name, value in success.items()},
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_settle_sql(tuple(success)), params)
+        return cursor.rowcount == 1
+
+
+@cache
+def _settle_sql(job_changes: tuple[str, ...]) -> str:
+    held = "job.status = %(running)s AND job.attempts = %(attempt)s"
+    job_set = [f"{name} = job.{name} + %({name})s" for name in USAGE_COLUMNS]
+    if job_changes:
+        job_set += [
+            f"{name} = CASE WHEN {held} THEN %(job_{name})s ELSE job.{name} END"
+            for name in job_changes
+        ]
+        job_set.append(
+            f"lease_expires_at = CASE WHEN {held} THEN NULL ELSE job.lease_expires_at END"
+        )
+    call_set = ", ".join(f"{name} = %({name})s" for name in REPORT_COLUMNS)
+    return f"""
+        WITH settled AS (
+            UPDATE {ProviderCall._meta.db_table} SET {call_set}
+            WHERE id = %(call_id)s AND outcome = %(pending)s
+            RETURNING job_id
+        )
+        UPDATE {Job._meta.db_table} AS job SET {", ".join(job_set)}
+        FROM settled WHERE job.id = settled.job_id
+    """
 
 
 def _update_held(job_id: UUID, attempt: int, **changes: Any) -> bool:

@@ -15,6 +15,7 @@ from jobs.services import (
     CallReport,
     call_begin,
     call_finish,
+    job_cancel,
     job_claim,
     job_fail,
     job_release,
@@ -160,6 +161,36 @@ def test_recording_a_call_adds_its_usage_to_the_job_once(job):
     assert (job.cache_creation_input_tokens, job.cache_read_input_tokens) == (300, 50)
     # haiku: 1000 x $1 + 200 x $5 + 300 x $1.25 + 50 x $0.10, per million tokens.
     assert str(job.cost_usd) == "0.002380"
+
+
+def test_an_answer_after_a_cancel_counts_its_usage_but_leaves_the_job_canceled(job):
+    held = job_claim(job_id=job.id).job
+    call = call_begin(job=held, seq=0, reserve_usd=Decimal(0))
+    job_cancel(job=held)
+
+    report = CallReport(outcome=Outcome.OK, usage=Usage(input_tokens=400, output_tokens=20))
+    assert call_finish(call=call, report=report, result={"summary": "too late"}) is True
+    assert call_finish(call=call, report=report, result={"summary": "too late"}) is False
+
+    job.refresh_from_db()
+    assert (job.status, job.result) == (Status.CANCELED, None)
+    assert (job.input_tokens, job.output_tokens) == (400, 20)
+    call.refresh_from_db()
+    assert (call.outcome, call.input_tokens, call.cost_usd) == (Outcome.OK, 400, job.cost_usd)
+
+
+def test_an_accepted_answer_ends_the_lease_with_the_result(job):
+    held = job_claim(job_id=job.id).job
+    call = call_begin(job=held, seq=0, reserve_usd=Decimal(0))
+
+    report = CallReport(outcome=Outcome.OK, usage=Usage(input_tokens=7), latency_ms=12)
+    assert call_finish(call=call, report=report, result={"summary": "Done."})
+
+    job.refresh_from_db()
+    assert (job.status, job.result, job.input_tokens) == (Status.SUCCEEDED, {"summary": "Done."}, 7)
+    assert job.lease_expires_at is None
+    assert job.finished_at is not None
+    assert (job.error_code, job.error_message) == ("", "")
 
 
 def test_the_same_call_slot_cannot_be_begun_twice(job):
