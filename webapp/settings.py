@@ -75,14 +75,16 @@ TEMPLATES = [
 
 # Each process keeps a pool of connections shared by its threads: a worker with
 # hundreds of threads waiting on Claude returns its connection while it waits.
-# The pool checks a connection before lending it, so a PostgreSQL restart
-# costs the next query a reconnect instead of an error.
 AIJOBS_DB_POOL_SIZE = env_int("AIJOBS_DB_POOL_SIZE", 16, minimum=1)
 DATABASES = {
     "default": {
         **database_from_url(env_str("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/aijobs")),
+        # Django's backend, its pool checking a connection before lending it only when
+        # it sat idle (webapp/db/base.py): a PostgreSQL restart costs the next query a
+        # reconnect instead of an error, without a check query on every checkout.
+        "ENGINE": "webapp.db",
         "CONN_MAX_AGE": 0,
-        "CONN_HEALTH_CHECKS": True,
+        "CONN_HEALTH_CHECKS": False,
         "OPTIONS": {"pool": {"min_size": 1, "max_size": AIJOBS_DB_POOL_SIZE, "timeout": 30}},
     }
 }
