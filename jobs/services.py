@@ -112,7 +112,6 @@ def request_fingerprint(*, kind: str, input: dict[str, Any], model: str | None) 
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-@transaction.atomic
 def job_submit(
     *,
     owner: AbstractBaseUser,
@@ -121,13 +120,38 @@ def job_submit(
     model: str | None = None,
     idempotency_key: str | None = None,
 ) -> Submission:
-    """Store a queued job and send its message once the row is committed."""
+    """Store a queued job and send its message once the row is committed.
+
+    Without an idempotency key the job is one INSERT, which needs no transaction
+    of its own; the message goes out right after it.
+    """
     parsed = job_input_validate(kind=kind, input=input, model=model)
     fingerprint = request_fingerprint(kind=kind, input=input, model=model)
-    if idempotency_key is not None:
+    if idempotency_key is None:
+        return _store(owner=owner, kind=kind, model=model, parsed=parsed, fingerprint=fingerprint)
+    with transaction.atomic():
         earlier = _job_for_key(owner=owner, key=idempotency_key, fingerprint=fingerprint)
         if earlier is not None:
             return Submission(job=earlier, replayed=True)
+        return _store(
+            owner=owner,
+            kind=kind,
+            model=model,
+            parsed=parsed,
+            fingerprint=fingerprint,
+            idempotency_key=idempotency_key,
+        )
+
+
+def _store(
+    *,
+    owner: AbstractBaseUser,
+    kind: str,
+    model: str | None,
+    parsed: BaseModel,
+    fingerprint: str,
+    idempotency_key: str | None = None,
+) -> Submission:
     limits.check_budget_left(owner.pk)
     limits.check_submission_rate(owner.pk)
     job = Job.objects.create(
