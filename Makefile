@@ -14,16 +14,21 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The browser tests drive Debian's Chromium (Playwright never downloads one). As
-# root with apt-get it is installed here; elsewhere the browser tests say they skip.
-chromium:
-	@if [ ! -x /usr/bin/chromium ]; then \
+# Debian packages some targets use: installed with apt-get when run as root,
+# otherwise named with what goes without them. $(1) command, $(2) package, $(3) the cost.
+define debian_package
+	@if ! command -v $(1) >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium: install failed"; \
+	    (apt-get update -qq && apt-get install -y -qq $(2) >/dev/null) || echo "$(2): install failed"; \
 	  else \
-	    echo "chromium: not installed, browser tests will be skipped (apt-get install chromium)"; \
+	    echo "$(2): not installed, $(3) (apt-get install $(2))"; \
 	  fi; \
 	fi
+endef
+
+# The browser tests drive Debian's Chromium (Playwright never downloads one).
+chromium:
+	$(call debian_package,chromium,chromium,browser tests will be skipped)
 
 # Finds PostgreSQL and Redis (DATABASE_URL / REDIS_URL) or starts private ones
 # under .data/, runs the whole suite, and stops whatever it started.
@@ -46,6 +51,10 @@ clean:
 
 # Performance figures (devtools, not part of `make test`); see PERFORMANCE.md.
 # BENCH_ARGS="--quick" is a one-minute smoke run; --help lists the flags.
-.PHONY: bench
-bench: install
+.PHONY: bench wrk
+# d's load generator; without it d uses a slower Python client and its table says so.
+wrk:
+	$(call debian_package,wrk,wrk,d uses the Python client)
+
+bench: install wrk
 	$(PY) -m devtools.services run -- $(PY) -m devtools.bench $(BENCH_ARGS)
