@@ -402,7 +402,7 @@ def _settle(
 ) -> bool:
     """Settle the pending call, add its usage to the job and, with `result`, succeed the
     job if this attempt still holds it: one statement, so all of it or none."""
-    success = {}
+    success: dict[str, Any] = {}
     if result is not None:
         stored = Job._meta.get_field("result").get_db_prep_value(result, connection)
         success = {**_success(result), "result": stored}

@@ -4,9 +4,10 @@ Django's pool, with CONN_HEALTH_CHECKS, runs a check query on every checkout:
 one more round trip for every request and for every step of a job. A connection
 that was handed out a moment ago is all but certainly alive, so this backend
 checks only those idle for longer than IDLE_CHECK_SECONDS (HikariCP's "alive
-bypass window" is the same rule). After a database restart every connection has
-sat idle at least that long, so none reaches a query broken. One that breaks
-inside the window fails its next query once; Django and the pool then discard it.
+bypass window" is the same rule). A connection broken by a database restart has
+normally sat idle through the restart itself, so it is checked and replaced. One
+that breaks inside the window fails its next query once; Django and the pool
+then discard it.
 """
 
 from __future__ import annotations
