@@ -252,32 +252,52 @@ def job_claim(*, job_id: UUID | str) -> Claim:
     A claim that takes over a lapsed lease (its worker died) counts it in
     `lost_leases`. The attempt number it sets fences off the old holder.
     """
-    job = rows.fetch_job(_unlimited_claim(), _claim_params(job_id, timezone.now()))
+    job = _claim(job_id, unlimited_owners_only=True)
     if job is not None:
         return Claim(job=job)
     # Not claimable, missing, or its owner has a running limit: look before deciding.
-    job = Job.objects.filter(pk=job_id).first()
-    if job is None:
+    seen = Job.objects.filter(pk=job_id).first()
+    if seen is None:
         return Claim(job=None, missing=True)
-    if not _claimable(job, timezone.now()):
+    if not _claimable(seen, timezone.now()):
         return Claim(job=None)
-    limit = limits.limits_for(job.owner_id).max_running
+    limit = limits.limits_for(seen.owner_id).max_running
     if not limit:
-        return _take(job)
+        return Claim(job=_claim(job_id))
     with transaction.atomic():
-        if _running_count(job.owner_id) >= limit:
+        if _running_count(seen.owner_id) >= limit:
             return Claim(job=None, busy=True)
-        return _take(job)
+        return Claim(job=_claim(job_id))
+
+
+def _claim(job_id: UUID | str, *, unlimited_owners_only: bool = False) -> Job | None:
+    now = timezone.now()
+    params = {
+        "id": job_id,
+        "now": now,
+        "lease_expires_at": now + timedelta(seconds=settings.AIJOBS_LEASE_SECONDS),
+        "running": Status.RUNNING,
+        "queued": Status.QUEUED,
+        "retrying": Status.RETRYING,
+        "default_max_running": settings.AIJOBS_MAX_RUNNING_PER_USER,
+    }
+    return rows.fetch_job(_claim_sql(unlimited_owners_only), params)
 
 
 @cache
-def _unlimited_claim() -> str:
-    """One statement that claims the job, when its owner has no running limit, and returns it.
+def _claim_sql(unlimited_owners_only: bool) -> str:
+    """One statement that claims the job if it is claimable, and returns it.
 
-    This is every claim unless running limits are in use: one round trip, no
-    transaction. It reads the owner's limit afresh, where the slower path reads
-    it from the per-process cache.
+    With `unlimited_owners_only` it also requires that the owner has no running
+    limit: that is every claim unless running limits are in use, one round trip
+    with no transaction. It reads the owner's limit afresh, where the path with
+    a limit reads it from the per-process cache.
     """
+    owner_unlimited = f"""
+        AND COALESCE(
+            (SELECT max_running FROM {UserLimits._meta.db_table} WHERE user_id = owner_id),
+            %(default_max_running)s
+        ) = 0"""
     return f"""
         UPDATE {Job._meta.db_table} SET
             status = %(running)s,
@@ -289,43 +309,9 @@ def _unlimited_claim() -> str:
         WHERE id = %(id)s
             AND (status IN (%(queued)s, %(retrying)s)
                  OR (status = %(running)s AND lease_expires_at < %(now)s))
-            AND COALESCE(
-                (SELECT max_running FROM {UserLimits._meta.db_table} WHERE user_id = owner_id),
-                %(default_max_running)s
-            ) = 0
+            {owner_unlimited if unlimited_owners_only else ""}
         RETURNING {rows.job_columns().sql}
     """
-
-
-def _claim_params(job_id: UUID | str, now: datetime) -> dict[str, Any]:
-    return {
-        "id": job_id,
-        "now": now,
-        "lease_expires_at": now + timedelta(seconds=settings.AIJOBS_LEASE_SECONDS),
-        "running": Status.RUNNING,
-        "queued": Status.QUEUED,
-        "retrying": Status.RETRYING,
-        "default_max_running": settings.AIJOBS_MAX_RUNNING_PER_USER,
-    }
-
-
-def _take(job: Job) -> Claim:
-    """Claim a job already read and seen claimable, unless another claim got there first."""
-    now = timezone.now()
-    changes = {
-        "status": Status.RUNNING,
-        "attempts": job.attempts + 1,
-        "lease_expires_at": now + timedelta(seconds=settings.AIJOBS_LEASE_SECONDS),
-        "started_at": now,
-        "next_retry_at": None,
-        "lost_leases": job.lost_leases + (1 if job.status == Status.RUNNING else 0),
-    }
-    seen = Job.objects.filter(pk=job.pk, status=job.status, attempts=job.attempts)
-    if seen.update(**changes) == 0:
-        return Claim(job=None)
-    for name, value in changes.items():
-        setattr(job, name, value)
-    return Claim(job=job)
 
 
 def _running_count(owner_id: int) -> int:
