@@ -33,7 +33,7 @@ chromium:
 # Finds PostgreSQL and Redis (DATABASE_URL / REDIS_URL) or starts private ones
 # under .data/, runs the whole suite, and stops whatever it started.
 test: install chromium
-	$(PY) -m devtools.services run -- $(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m devtools.servers run -- $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff format --check .
@@ -44,7 +44,7 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 
 demo: install
-	$(PY) -m devtools.services run -- $(PY) -m devtools.demo
+	$(PY) -m devtools.servers run -- $(PY) -m devtools.demo
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .ruff_cache
@@ -57,4 +57,4 @@ wrk:
 	$(call debian_package,wrk,wrk,d uses the Python client)
 
 bench: install wrk
-	$(PY) -m devtools.services run -- $(PY) -m devtools.bench $(BENCH_ARGS)
+	$(PY) -m devtools.servers run -- $(PY) -m devtools.bench $(BENCH_ARGS)

@@ -1,6 +1,6 @@
 """`make bench`: the platform's overhead, concurrency, added latency, status polling and memory.
 
-Run under `python -m devtools.services run --`, which provides DATABASE_URL and REDIS_URL
+Run under `python -m devtools.servers run --`, which provides DATABASE_URL and REDIS_URL
 (`make bench BENCH_ARGS="--quick"` for a smoke run). The driver uses a database
 (`aijobs_bench`, owned by a role capped at --db-connection-limit connections) and a Redis
 database number (--redis-db) of its own, starts the Claude simulator, gunicorn and Celery

@@ -30,7 +30,7 @@ from celery import Celery
 from psycopg import sql
 
 from devtools.claude_sim import url_from_banner
-from devtools.services import free_port
+from devtools.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench-results"
@@ -341,7 +341,7 @@ class Broker:
         self.redis = redis.Redis.from_url(url)
         self.queues = queues
         # Celery prefers CELERY_BROKER_URL from the environment to its `broker` argument, and
-        # devtools.services exports the shared one: the driver must use the bench's.
+        # devtools.servers exports the shared one: the driver must use the bench's.
         os.environ["CELERY_BROKER_URL"] = url
         self.app = Celery("aijobs-bench-driver", broker=url)
         self.app.conf.update(task_serializer="json", accept_content=["json"])

@@ -1,6 +1,6 @@
 """`make demo`: the whole platform on this machine, with the Claude simulator unless a key is set.
 
-Run under `python -m devtools.services run --`, which provides DATABASE_URL and
+Run under `python -m devtools.servers run --`, which provides DATABASE_URL and
 REDIS_URL. Starts web (gunicorn), a Celery worker, beat, Flower (basic auth) and,
 without ANTHROPIC_API_KEY, the simulator; prints the URLs, the demo user's password
 and an API token; Ctrl-C (or SIGTERM) stops every process it started, by PID.

@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 
-from devtools.services import PrivateServer, free_port, start_private
+from devtools.servers import PrivateServer, free_port, start_private
 from tests.integration.harness import (
     ROOT,
     TEST_API_KEY,

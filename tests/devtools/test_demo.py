@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from django.conf import settings
 
-from devtools.services import free_port, pid_alive
+from devtools.servers import free_port, pid_alive
 from tests.integration.harness import database_url, wait_for
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""devtools.services: find or start PostgreSQL and Redis, then stop exactly what was started.
+"""devtools.servers: find or start PostgreSQL and Redis, then stop exactly what was started.
 
 Needs no Django: `python -m pytest tests/devtools/test_services.py -p no:django`.
 """
@@ -17,7 +17,7 @@ import psycopg
 import pytest
 import redis
 
-from devtools.services import (
+from devtools.servers import (
     ServicesError,
     find_postgres,
     find_redis,
@@ -72,11 +72,11 @@ def port_closed(port):
 
 
 def cli(root, *args):
-    return [sys.executable, "-m", "devtools.services", "--root", str(root), *args]
+    return [sys.executable, "-m", "devtools.servers", "--root", str(root), *args]
 
 
 def cli_env():
-    # An outer `devtools.services run` exports CELERY_BROKER_URL, which the inner one keeps.
+    # An outer `devtools.servers run` exports CELERY_BROKER_URL, which the inner one keeps.
     env = {key: value for key, value in os.environ.items() if key != "CELERY_BROKER_URL"}
     return {**env, **UNREACHABLE}
 
@@ -136,7 +136,7 @@ def test_a_data_dir_in_use_by_another_run_is_refused(tmp_path, unreachable):
 
 
 def test_reachable_urls_are_used_as_given_and_nothing_is_started(tmp_path, monkeypatch):
-    # Under `devtools.services run` these are the wrapper's; otherwise the machine's own.
+    # Under `devtools.servers run` these are the wrapper's; otherwise the machine's own.
     database_url = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
     redis_url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/1"
     monkeypatch.setenv("DATABASE_URL", database_url)

