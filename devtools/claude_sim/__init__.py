@@ -11,7 +11,8 @@ It is one asyncio thread with a minimal HTTP/1.1 server (keep-alive,
 Content-Length request bodies, chunked SSE answers), so hundreds of slow
 requests wait concurrently without threads.
 
-Modules: ``source`` reads the prompt, ``answers`` fills the requested schema from
+Modules: ``source`` reads the prompt, ``values`` finds typed values in it
+(emails, dates, amounts, names...), ``answers`` fills the requested schema from
 it, ``faults`` turns directives into outcomes, ``simulator`` decides each request
 (outcome, answer, usage, cache), ``server`` speaks HTTP and SSE, ``cli`` is the
 command line.
@@ -26,8 +27,15 @@ Endpoints
     part, so that instructions and label lists around it do not count): lead
     sentences for summaries (within a "max_words: N" / "at most N words" limit
     found in the prompt), sentences for string lists, the enum label with most
-    word overlap, numbers found in the text, ``false`` for booleans. Without a
-    schema the answer is the lead sentences as plain text. Answers longer than
+    word overlap. Other values are of the kind the property's name (else its
+    description) asks for, copied from the text as a model would: an email, a
+    phone number, a date (as written, or YYYY-MM-DD when the description says
+    so), an identifier ("INV-2041"), an amount (a decimal, never an identifier's
+    digits), a count, a person's name, a company, a venue, a title; a boolean is
+    true when a sentence says the property's words without a negation; a list of
+    strings gets every value of its kind ("speakers": the names), a list of
+    objects with an amount or quantity one object per line item ("3 x VPS small
+    at 12.00"). Without a schema the answer is the lead sentences as plain text. Answers longer than
     ``max_tokens`` are cut and end with ``stop_reason: "max_tokens"``.
     Usage is about one token per four characters. A system prompt given as text
     blocks with ``cache_control`` is cached: the first request with a given

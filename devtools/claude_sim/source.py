@@ -5,7 +5,10 @@ from __future__ import annotations
 import collections
 import re
 from collections.abc import Iterable, Sequence
+from functools import cached_property
 from typing import Any
+
+from devtools.claude_sim.values import NUMBER_RE, STOPWORDS, Found, FoundDate, LineItem, to_number
 
 SUMMARY_SENTENCES = 2
 POINT_WORDS = 15
@@ -14,18 +17,19 @@ NAMED_VALUE_WORDS = 6
 # Two words are "the same" when they share this many leading characters (politics/political).
 STEM_CHARS = 5
 MIN_STEM_CHARS = 4
-STOPWORD_TEXT = (
-    "a about after all also an and any are as at be been but by can could did do does for "
-    "from had has have he her his how i if in into is it its just may more most my no not "
-    "of on or our out she so than that the their them then there these they this to too up "
-    "us was we were what when which who will with would you your"
-)
-STOPWORDS = frozenset(STOPWORD_TEXT.split())
 
 WORD_RE = re.compile(r"[A-Za-z0-9][\w'-]*")
-NUMBER_RE = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w])")
-ISO_DATE_RE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
 SENTENCE_SPLIT_RE = re.compile(r"(?<=[.!?])\s+|\s*\n\s*")
+NAME_SEPARATOR_RE = re.compile(r"[\s_-]+")
+# Where a value stated after a name ends: a clause break; a dot inside a number is no break.
+CLAUSE_END_RE = re.compile(r"[,;:]|[.!?](?!\d)|\n")
+SENTENCE_END_RE = re.compile(r"[.!?](?!\d)|\n")
+# How far after a mention ("Total due: 40.50") its number may be.
+NUMBER_WINDOW_CHARS = 40
+COUNT_BEFORE_RE = re.compile(r"(?<![\w.,])(\d+)\s+$")
+NEGATIONS = frozenset({"not", "no", "never", "without", "cannot", "nor"})
+# Words that make a property a yes/no question and are not what it asks about.
+BOOLEAN_PREFIXES = frozenset({"is", "has", "was", "can", "should", "will", "does", "did"})
 FENCED_RES = (
     re.compile(r"<([A-Za-z][\w-]*)[^>]*>(.*?)</\1\s*>", re.S),
     re.compile(r"```[\w-]*\n?(.*?)```", re.S),
@@ -102,20 +106,30 @@ def stem_matches(a: str, b: str) -> bool:
 class Source:
     """The text an answer is built from, and the questions a schema walk asks of it."""
 
-    def __init__(self, document: str, prompt: str) -> None:
+    def __init__(self, document: str, prompt: str, subject: str | None = None) -> None:
         self.document = document
+        # What the text is about when it is one part of a larger one (a line item's description).
+        self.subject = subject
         self.limit = word_limit(prompt)
         self.sentences = split_sentences(document)
         self.words = WORD_RE.findall(document)
         lowered = [w.lower() for w in self.words]
         self.counts = collections.Counter(lowered)
         self.content_words = [w for w in lowered if w not in STOPWORDS and not w.isdigit()]
-        self.numbers = NUMBER_RE.findall(document)
         self._by_prefix: dict[str, list[str]] = collections.defaultdict(list)
         for word in self.counts:
             self._by_prefix[word[:MIN_STEM_CHARS]].append(word)
         self._word_cursor = 0
-        self._number_cursor = 0
+        self._taken: collections.Counter[str] = collections.Counter()
+
+    @cached_property
+    def found(self) -> Found:
+        # Only extract-shaped answers ask, so summaries and labels do not pay for the search.
+        return Found.of(self.document)
+
+    def scoped(self, item: LineItem) -> Source:
+        """A source for one line item: its own text, about its description."""
+        return Source(item.text, "", subject=item.description)
 
     def lead(self, limit: int | None = None) -> str:
         """The lead sentences within `limit` or the prompt's word limit, else the first two."""
@@ -176,35 +190,82 @@ class Source:
 
     def value_after(self, name: str) -> str | None:
         """The words after a mention of `name` ("customer: ACME Corp" -> "ACME Corp")."""
-        phrase = r"[\s_-]+".join(re.escape(part) for part in re.split(r"[\s_-]+", name) if part)
-        if not phrase:
+        mention = mention_pattern(name)
+        if mention is None:
             return None
-        # The value runs to the next clause break; a dot inside a number ("99.50") is no break.
-        pattern = rf"\b{phrase}\b\s*(?:is|was|:|=|-)?\s*(.+?)(?=[,;:]|[.!?](?!\d)|\n|$)"
-        match = re.search(pattern, self.document, re.I)
-        return clip_words(match.group(1).strip(), NAMED_VALUE_WORDS) if match else None
+        match = re.search(rf"{mention}\s*(?:is|was|:|=|-)?\s*", self.document, re.I)
+        if match is None:
+            return None
+        value = CLAUSE_END_RE.split(self.document[match.end() :], maxsplit=1)[0].strip()
+        return clip_words(value, NAMED_VALUE_WORDS) if value else None
 
     def number_after(self, name: str, integer: bool) -> float | None:
-        after = self.value_after(name)
-        candidates = NUMBER_RE.findall(after or "")
-        return _first_number(candidates, integer)
-
-    def next_number(self, integer: bool) -> float | None:
-        """The next number of the text (integers only for an integer field)."""
-        pool = [n for n in self.numbers if not integer or "." not in n]
-        if not pool:
+        """The first number a few words after a mention of `name` ("Total due: 40.50"), or for
+        a whole number the one just before it ("3 units").
+        """
+        mention = mention_pattern(name)
+        if mention is None:
             return None
-        value = float(pool[self._number_cursor % len(pool)])
-        self._number_cursor += 1
+        masked = self.found.masked
+        for match in re.finditer(mention, masked, re.I):
+            count = COUNT_BEFORE_RE.search(masked[: match.start()]) if integer else None
+            if count is not None:
+                return float(count.group(1))
+            window = masked[match.end() : match.end() + NUMBER_WINDOW_CHARS]
+            window = SENTENCE_END_RE.split(window, maxsplit=1)[0]
+            found = _first_number(NUMBER_RE.findall(window), integer)
+            if found is not None:
+                return found
+        return None
+
+    def next_number(self, integer: bool, amount: bool = False) -> float | None:
+        """The next number of the text: integers only for an integer field; for an amount, not
+        0 and decimals first (40.50 rather than the 30 of "30 days").
+        """
+        pool = [n for n in self.found.numbers if not integer or "." not in n]
+        if amount:
+            pool = [n for n in pool if to_number(n)]
+            pool = [n for n in pool if "." in n] + [n for n in pool if "." not in n]
+        # Each pool has its own cursor: a quantity taking the first whole number must not
+        # make the unit price skip the first amount.
+        taken = self._next(f"number integer={integer} amount={amount}", pool)
+        return None if taken is None else to_number(taken)
+
+    def take(self, kind: str) -> str | None:
+        """The next value of `kind` in the text, so that sibling fields get different ones."""
+        return self._next(kind, self.found.values(kind))
+
+    def take_date(self) -> FoundDate | None:
+        return self._next("date", self.found.dates)
+
+    def _next(self, kind: str, values: Sequence[Any]) -> Any:
+        if not values:
+            return None
+        value = values[self._taken[kind] % len(values)]
+        self._taken[kind] += 1
         return value
 
-    def date(self) -> str | None:
-        match = ISO_DATE_RE.search(self.document)
-        return match.group(0) if match else None
+    def affirms(self, words: Sequence[str]) -> bool:
+        """Whether one sentence says all of `words` ("streamed online"), without a negation."""
+        wanted = [w for w in words if w not in STOPWORDS and w not in BOOLEAN_PREFIXES]
+        if not wanted:
+            return False
+        for sentence in self.sentences:
+            said = [w.lower() for w in WORD_RE.findall(sentence)]
+            negated = any(w in NEGATIONS or w.endswith("n't") for w in said)
+            if not negated and all(any(stem_matches(w, s) for s in said) for w in wanted):
+                return True
+        return False
+
+
+def mention_pattern(name: str) -> str | None:
+    """A regex for `name` as text writes it: "unit_price" matches "unit price", "Unit-Price"."""
+    parts = [re.escape(part) for part in NAME_SEPARATOR_RE.split(name) if part]
+    return rf"\b{NAME_SEPARATOR_RE.pattern.join(parts)}\b" if parts else None
 
 
 def _first_number(candidates: Iterable[str], integer: bool) -> float | None:
     for candidate in candidates:
         if not integer or "." not in candidate:
-            return float(candidate)
+            return to_number(candidate)
     return None
