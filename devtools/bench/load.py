@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from devtools.bench_stack import BenchError
+from devtools.bench.stack import BenchError
 
 HTTP_TIMEOUT = 30.0
 KINDS = ("summarize", "classify", "extract")

@@ -9,6 +9,7 @@ functions. So profiles come from a separate run, never from a measured one.
 from __future__ import annotations
 
 import collections
+import contextlib
 import re
 import shutil
 import signal
@@ -17,8 +18,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from devtools.bench_stack import ROOT, BenchError, Child, Processes
+from devtools.bench.stack import RESULTS_DIR, ROOT, BenchError, Child, Processes
 
+# Each profiled process is recorded twice: the thread holding the GIL, and every active thread.
+PROFILE_VIEWS = {"gil": True, "active": False}
 SAMPLE_RATE = 200  # per second
 TOP = 25
 # "func (path/to/file.py:123)": py-spy's frame; the line number is dropped to group by function.
@@ -153,3 +156,33 @@ def _function(frame: str) -> str:
 def _table(title: str, counts: collections.Counter[str], total: int, top: int) -> str:
     rows = (f"{100 * n / total:6.1f}%  {name}" for name, n in counts.most_common(top))
     return "\n".join([title, *rows, ""])
+
+
+@contextlib.contextmanager
+def recording(
+    processes: Processes, pid: int, name: str, *, subprocesses: bool = False
+) -> Iterator[None]:
+    """Record both views of pid (GIL holder, active threads) into bench-results/profile-*."""
+    records = [
+        start_recording(
+            processes, pid, profile_path(name, view), subprocesses=subprocesses, gil=gil
+        )
+        for view, gil in PROFILE_VIEWS.items()
+    ]
+    try:
+        yield
+    finally:
+        for record in records:
+            stop_recording(processes, record)
+
+
+def profile_path(name: str, view: str) -> Path:
+    return RESULTS_DIR / f"profile-{name}-{view}.raw"
+
+
+def profile_files(*names: str) -> dict[str, str]:
+    return {
+        f"{name}-{view}": str(profile_path(name, view).with_suffix(".txt"))
+        for name in names
+        for view in PROFILE_VIEWS
+    }

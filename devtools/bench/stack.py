@@ -32,7 +32,7 @@ from psycopg import sql
 from devtools.claude_sim import url_from_banner
 from devtools.servers import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = ROOT / "bench-results"
 LOG_DIR = RESULTS_DIR / "logs"
 STOP_TIMEOUT = 30.0
@@ -417,7 +417,7 @@ def start_web(processes: Processes, env: dict[str, str], name: str = "web") -> W
         sys.executable, "-m", "gunicorn", "webapp.wsgi", f"--bind=127.0.0.1:{port}",
         "--workers=2", "--worker-class=gthread", "--threads=16", "--no-control-socket",
     ]  # fmt: skip
-    env = {**env, "DJANGO_SETTINGS_MODULE": "devtools.bench_settings"}
+    env = {**env, "DJANGO_SETTINGS_MODULE": "devtools.bench.settings"}
     web = Web(processes.start(name, command, env), f"http://127.0.0.1:{port}")
     wait_until(
         lambda: _answers(f"{web.url}/bench/constant"),

@@ -8,4 +8,4 @@ from __future__ import annotations
 
 from webapp.settings import *  # noqa: F403
 
-ROOT_URLCONF = "devtools.bench_urls"
+ROOT_URLCONF = "devtools.bench.urls"

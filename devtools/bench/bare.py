@@ -1,6 +1,6 @@
 """Bare Celery, the baseline of scenario a: a no-op task and the platform's worker settings.
 
-`celery -A devtools.bench_bare worker -P threads -c N -Q <queue>` runs it. What differs from
+`celery -A devtools.bench.bare worker -P threads -c N -Q <queue>` runs it. What differs from
 the platform's app is everything the platform adds on top of Celery: no Django, no result
 backend, no task events; what is the same is the broker, the serializer, late acks,
 prefetch 1, reject-on-worker-lost and the broker's transport options.

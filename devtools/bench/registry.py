@@ -1,0 +1,17 @@
+"""The scenarios of the bench, in the order they run and report.
+
+Adding one: a module like its siblings defining SCENARIO, listed here; nothing else changes.
+"""
+
+from __future__ import annotations
+
+from devtools.bench import a_overhead, b_littles_law, c_latency, d_status
+from devtools.bench.scenario import Scenario
+
+SCENARIOS: tuple[Scenario, ...] = (
+    a_overhead.SCENARIO,
+    b_littles_law.SCENARIO,
+    c_latency.SCENARIO,
+    d_status.SCENARIO,
+)
+LETTERS = tuple(sorted(letter for scenario in SCENARIOS for letter in scenario.letters))
