@@ -12,8 +12,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from jobs import selectors
-from jobs import kinds
+from jobs import kinds, selectors
 from jobs.selectors import TOKEN_FIELDS
 from webapp.forms import UsageRangeForm
 from webapp.templatetags.aijobs import compact, count, total_tokens, usd
