@@ -68,7 +68,7 @@ def job_input_validate(*, kind: str, input: dict[str, Any], model: str | None) -
     try:
         module = kinds.get_kind(kind)
     except KeyError:
-        raise _invalid(["kind"], f"must be one of {', '.join(kinds.KIND_NAMES)}") from None
+        raise _invalid(["kind"], f"must be one of {', '.join(kinds.names())}") from None
     if model is not None and model not in settings.AIJOBS_MODEL_PRICES:
         raise _invalid(["model"], f"must be one of {', '.join(settings.AIJOBS_MODEL_PRICES)}")
     if _contains_nul(input):

@@ -74,3 +74,15 @@ def _delete_session_queue():
 
     with app.connection_for_write() as conn:
         conn.default_channel.queue_delete(settings.CELERY_TASK_DEFAULT_QUEUE)
+
+
+@pytest.fixture
+def throwaway_kind(settings):
+    """The test-only `headline` kind, registered here and in the workers a test starts."""
+    from jobs import kinds
+    from tests import throwaway_kind as module
+
+    kinds.register(module)
+    settings.AIJOBS_MODELS = {**settings.AIJOBS_MODELS, module.NAME: module.DEFAULT_MODEL}
+    yield module
+    kinds.unregister(module.NAME)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
+from jobs import kinds
 from webapp.env import (
     database_from_url,
     env_bool,
@@ -178,10 +179,13 @@ def _prices(raw: dict[str, dict[str, str]]) -> dict[str, dict[str, Decimal]]:
 
 
 AIJOBS_MODEL_PRICES = _prices(env_json("AIJOBS_MODEL_PRICES", _DEFAULT_PRICES))
+# Kinds beyond the built-in ones: dotted paths of modules that keep jobs.kinds.JobKind.
+AIJOBS_KIND_MODULES = env_list("AIJOBS_KIND_MODULES", [])
+kinds.load(AIJOBS_KIND_MODULES)
+# The model per kind: AIJOBS_MODEL_<KIND>, else the kind's own default.
 AIJOBS_MODELS = {
-    "summarize": env_str("AIJOBS_MODEL_SUMMARIZE", "claude-haiku-4-5"),
-    "classify": env_str("AIJOBS_MODEL_CLASSIFY", "claude-haiku-4-5"),
-    "extract": env_str("AIJOBS_MODEL_EXTRACT", "claude-sonnet-4-6"),
+    name: env_str(f"AIJOBS_MODEL_{name.upper()}", kind.DEFAULT_MODEL)
+    for name, kind in kinds.KINDS.items()
 }
 for _kind, _model in AIJOBS_MODELS.items():
     if _model not in AIJOBS_MODEL_PRICES:

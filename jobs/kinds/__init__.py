@@ -1,28 +1,51 @@
 """The job kinds, found by name.
 
-Each kind is one small module (see JobKind for what it provides). Adding a kind means copying a
-sibling module and its tests, then adding one line to KINDS below; nothing else changes.
+Each kind is one module holding everything about it (see JobKind): its models and prompt, and
+what the rest of the platform derives from it: the web form's fields and examples, the pages'
+labels and icons, the default model (`AIJOBS_MODEL_<NAME>` overrides it), the tests. Adding a
+kind means copying a sibling module and its tests, then adding it to BUILTIN below; a deployment
+can add its own kinds without touching this package through `AIJOBS_KIND_MODULES`.
 This package is plain Python and Pydantic: no Django, so kinds test without a database.
 """
 
 from __future__ import annotations
 
+import importlib
+import re
+from collections.abc import Iterable
+from functools import cache
 from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
 from jobs.kinds import classify, extract, summarize
+from jobs.kinds.common import Example
+
+# A kind's name is a job's `kind` and part of setting names (AIJOBS_MODEL_<NAME>), URLs and CSS
+# classes, so it is kept to what all of them take.
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,31}")
+# The palette a kind picks its accent from (webapp's CSS defines one class per tone).
+TONES = ("indigo", "orange", "teal", "rose", "sky", "violet", "slate")
+# Shown for a kind whose module gives no ICON: a page with lines of text.
+DEFAULT_ICON = '<path d="M6.5 3.5h8l4 4v13h-12z"/><path d="M14.5 3.5v4h4M9 12h6M9 16h6"/>'
 
 
 @runtime_checkable
 class JobKind(Protocol):
-    """The contract of a kind module (modules satisfy it structurally)."""
+    """The contract of a kind module (modules satisfy it structurally).
+
+    Optional: ICON (SVG path markup for a 24x24 stroke icon), TONE (one of TONES), FIELD_HINTS
+    ({Input field alias: FieldHint}).
+    """
 
     NAME: str  # the `kind` of a job
+    BLURB: str  # one line for a person choosing a kind
+    DEFAULT_MODEL: str  # used unless the job or AIJOBS_MODEL_<NAME> names another
     MAX_TOKENS: int  # the model's output budget per call
     SYSTEM_PROMPT: str  # fixed per kind, so the API can cache it
-    Input: type[BaseModel]  # validates what the user submits
+    EXAMPLES: tuple[Example, ...]  # at least one, valid for Input
+    Input: type[BaseModel]  # validates what the user submits; `text` is the document
     Output: type[BaseModel]  # the shape of the answer; output_model narrows it per job
 
     def build_prompt(self, input: Any) -> str:
@@ -38,12 +61,8 @@ class JobKind(Protocol):
         ...
 
 
-KINDS: dict[str, ModuleType] = {
-    summarize.NAME: summarize,
-    classify.NAME: classify,
-    extract.NAME: extract,
-}
-KIND_NAMES: tuple[str, ...] = tuple(KINDS)
+BUILTIN: tuple[ModuleType, ...] = (summarize, classify, extract)
+KINDS: dict[str, ModuleType] = {}
 
 
 class UnknownKind(KeyError):
@@ -54,7 +73,45 @@ class UnknownKind(KeyError):
         self.name = name
 
     def __str__(self) -> str:
-        return f"unknown job kind {self.name!r}; known kinds: {', '.join(KIND_NAMES)}"
+        return f"unknown job kind {self.name!r}; known kinds: {', '.join(names())}"
+
+
+class InvalidKind(TypeError):
+    """A module that does not keep the JobKind contract, refused before it is registered."""
+
+
+def register(module: ModuleType) -> ModuleType:
+    """Add a kind module to the registry, after checking what the rest of the code relies on."""
+    name = getattr(module, "NAME", None)
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise InvalidKind(f"{module.__name__}: NAME must match {NAME_PATTERN.pattern}")
+    if not isinstance(module, JobKind):
+        raise InvalidKind(f"{module.__name__} lacks part of the JobKind contract")
+    if getattr(module, "TONE", TONES[-1]) not in TONES:
+        raise InvalidKind(f"{module.__name__}: TONE must be one of {', '.join(TONES)}")
+    if not module.EXAMPLES or "text" not in module.Input.model_fields:
+        raise InvalidKind(f"{module.__name__} needs EXAMPLES and a `text` field in Input")
+    if KINDS.get(name, module) is not module:
+        raise InvalidKind(f"{module.__name__}: the kind {name!r} is registered already")
+    KINDS[name] = module
+    return module
+
+
+def unregister(name: str) -> None:
+    """Drop a kind (tests that register a throwaway one put the registry back this way)."""
+    KINDS.pop(name, None)
+    _result_schema.cache_clear()
+
+
+def load(module_paths: Iterable[str]) -> None:
+    """Register the kind modules named by dotted path (AIJOBS_KIND_MODULES)."""
+    for path in module_paths:
+        register(importlib.import_module(path))
+
+
+def names() -> tuple[str, ...]:
+    """The registered kinds' names, in registration order (the order pages list them in)."""
+    return tuple(KINDS)
 
 
 def get_kind(name: str) -> ModuleType:
@@ -63,3 +120,60 @@ def get_kind(name: str) -> ModuleType:
         return KINDS[name]
     except KeyError:
         raise UnknownKind(name) from None
+
+
+def label(name: str) -> str:
+    """The kind's name as a heading shows it."""
+    return name.replace("_", " ").capitalize()
+
+
+def ordered_result(name: str, input: dict[str, Any], result: Any) -> Any:
+    """`result` with its keys in the order of the kind's output schema.
+
+    PostgreSQL's jsonb stores keys in an order of its own, so the stored result loses the order
+    the schema (and, for extract, the job's own schema) gives; this puts it back for readers.
+    """
+    kind = KINDS.get(name)
+    if kind is None or not isinstance(result, dict):
+        return result
+    schema_of = getattr(kind, "result_schema", None)
+    schema = schema_of(input) if schema_of is not None else _result_schema(name)
+    return in_schema_order(result, schema)
+
+
+@cache
+def _result_schema(name: str) -> dict[str, Any]:
+    schema = KINDS[name].Output.model_json_schema()
+    return _inline_refs(schema, schema.get("$defs", {}))
+
+
+def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_inline_refs(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref", "")
+    if ref.startswith("#/$defs/"):
+        return _inline_refs(defs[ref.removeprefix("#/$defs/")], defs)
+    return {key: _inline_refs(value, defs) for key, value in node.items() if key != "$defs"}
+
+
+def in_schema_order(value: Any, schema: dict[str, Any]) -> Any:
+    """`value` with every object's keys in the order of its schema's `properties`, recursively.
+
+    Keys the schema does not name keep their place after the named ones.
+    """
+    if isinstance(value, list):
+        items = schema.get("items")
+        return [in_schema_order(item, items) for item in value] if items else value
+    properties = schema.get("properties")
+    if not isinstance(value, dict) or not properties:
+        return value
+    ordered = {
+        key: in_schema_order(value[key], properties[key]) for key in properties if key in value
+    }
+    return ordered | {key: item for key, item in value.items() if key not in ordered}
+
+
+for _module in BUILTIN:
+    register(_module)

@@ -9,9 +9,18 @@ import pydantic
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, field_validator
 from pydantic_core import PydanticCustomError
 
-from jobs.kinds.common import Text, fence, reject_nul, require_content
+from jobs.kinds.common import Example, FieldHint, Text, fence, reject_nul, require_content
 
 NAME = "classify"
+BLURB = "Pick the labels from your list that fit the text."
+# Choosing among given labels is a small task: the fast, cheap model does it well.
+DEFAULT_MODEL = "claude-haiku-4-5"
+TONE = "orange"
+ICON = (
+    '<path d="M3.5 11.6V5A1.5 1.5 0 0 1 5 3.5h6.6a1.5 1.5 0 0 1 1 .4l7.6 7.6a1.5 1.5 0 0 1 0 '
+    '2.1l-6.6 6.6a1.5 1.5 0 0 1-2.1 0l-7.6-7.6a1.5 1.5 0 0 1-.4-1z"/>'
+    '<circle cx="8" cy="8" r="1.3" fill="currentColor"/>'
+)
 # Usually a few dozen tokens; the worst case, all 50 labels of 100 characters chosen at once, is
 # about 1300 tokens plus a sentence or two of rationale.
 MAX_TOKENS = 2048
@@ -72,6 +81,58 @@ class Input(BaseModel):
             return None
         return reject_nul(instructions)
 
+
+FIELD_HINTS = {
+    "labels": FieldHint(
+        help=f"One per line, {MIN_LABELS} to {MAX_LABELS} distinct labels.",
+        placeholder="billing\nshipping\nother",
+        rows=5,
+        messages={
+            "too_short": f"Give at least {MIN_LABELS} labels, one per line.",
+            "too_long": f"Give at most {MAX_LABELS} labels.",
+        },
+    ),
+    "multi_label": FieldHint(
+        label="Allow several labels", help="Otherwise exactly one label is chosen."
+    ),
+    "instructions": FieldHint(
+        label="Instructions (optional)", help="How to choose, e.g. what each label means.", rows=3
+    ),
+}
+EXAMPLES = (
+    Example(
+        name="Support ticket",
+        input={
+            "text": (
+                "Hello, I ordered a kettle two weeks ago (order 58213) and it still has not "
+                "arrived. The tracking page has said 'in transit' for nine days. Can you check?"
+            ),
+            "labels": ["shipping", "billing", "product defect", "other"],
+        },
+        output={
+            "rationale": "The order has not arrived and its tracking is stuck in transit.",
+            "labels": ["shipping"],
+            "confidence": 0.93,
+        },
+    ),
+    Example(
+        name="Review topics",
+        input={
+            "text": (
+                "Battery lasts two days and the screen is gorgeous, but the case scratches "
+                "easily and support never answered my email."
+            ),
+            "labels": ["battery", "display", "build quality", "customer service", "price"],
+            "multi_label": True,
+            "instructions": "Choose every topic the review praises or criticises.",
+        },
+        output={
+            "rationale": "It praises battery and screen and criticises the case and support.",
+            "labels": ["battery", "display", "build quality", "customer service"],
+            "confidence": 0.86,
+        },
+    ),
+)
 
 SYSTEM_PROMPT = """\
 You classify documents for a document-processing service.

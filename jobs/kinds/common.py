@@ -1,9 +1,11 @@
-"""What every job kind shares: the checked text field and the fence that keeps user text data."""
+"""What every job kind shares: the checked text field, the fence that keeps user text data, and
+the shapes in which a kind describes its examples and form fields."""
 
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 from pydantic import AfterValidator
 from pydantic_core import PydanticCustomError
@@ -42,3 +44,25 @@ def fence(text: str, tag: str = "document") -> str:
     """
     defused = _FENCE_TAG.sub("&lt;", text)
     return f"<{tag}>\n{defused}\n</{tag}>"
+
+
+@dataclass(frozen=True)
+class Example:
+    """A ready input for a kind and an answer it accepts: offered on the web form (the input),
+    used by the tests (both) and the bench (the input)."""
+
+    name: str
+    input: dict[str, Any]
+    output: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FieldHint:
+    """How the web form shows one Input field; what it leaves out comes from the field itself."""
+
+    label: str | None = None
+    help: str | None = None
+    placeholder: str | None = None
+    rows: int | None = None
+    # Pydantic's wording for an error type, rewritten for a person filling in the form.
+    messages: dict[str, str] = field(default_factory=dict)

@@ -10,10 +10,18 @@ from jsonschema.exceptions import best_match
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, field_validator
 from pydantic_core import PydanticCustomError
 
-from jobs.kinds.common import Text, fence
+from jobs.kinds.common import Example, FieldHint, Text, fence
 from jobs.kinds.schema import SchemaError, build_model, check_schema
 
 NAME = "extract"
+BLURB = "Structured data shaped by a JSON Schema you give."
+# Reading values faithfully into a caller's schema rewards the stronger model.
+DEFAULT_MODEL = "claude-sonnet-4-6"
+TONE = "teal"
+ICON = (
+    '<path d="M8 3.5H7A2 2 0 0 0 5 5.5v4a2 2 0 0 1-2 2 2 2 0 0 1 2 2v4a2 2 0 0 0 2 2h1M16 3.5h1a2 '
+    '2 0 0 1 2 2v4a2 2 0 0 0 2 2 2 2 0 0 0-2 2v4a2 2 0 0 1-2 2h-1"/>'
+)
 # Room for a schema's worth of values (up to 100 properties, arrays of records among them);
 # well under the size at which the SDK refuses a non-streaming call without a timeout.
 MAX_TOKENS = 8192
@@ -44,6 +52,116 @@ class Input(BaseModel):
                 {"path": error.path, "reason": error.reason},
             ) from None
         return schema
+
+
+FIELD_HINTS = {
+    "schema": FieldHint(
+        label="JSON Schema",
+        help="An object schema: object, array, string, number, integer, boolean, enum.",
+        rows=16,
+    ),
+}
+EXAMPLES = (
+    Example(
+        name="Contact details",
+        input={
+            "text": (
+                "Hi, this is Maria Lopez from Northwind Traders. You can reach me at "
+                "maria.lopez@northwind.example or on +1 415 555 0136 any weekday."
+            ),
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string", "description": "The person's full name"},
+                    "email": {"type": "string", "description": "Email address"},
+                    "phone": {"type": "string", "description": "Phone number as written"},
+                    "company": {"type": "string", "description": "Company or organisation"},
+                },
+                "required": ["name", "email"],
+            },
+        },
+        output={
+            "data": {
+                "name": "Maria Lopez",
+                "email": "maria.lopez@northwind.example",
+                "phone": "+1 415 555 0136",
+                "company": "Northwind Traders",
+            }
+        },
+    ),
+    Example(
+        name="Invoice",
+        input={
+            "text": (
+                "Invoice INV-2041, issued 2026-11-02 by Acme Hosting. 3 x VPS small at 12.00 "
+                "and 1 x Backup plan at 4.50. Total due: 40.50 EUR within 30 days."
+            ),
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "invoice_number": {"type": "string"},
+                    "issue_date": {"type": "string", "description": "As YYYY-MM-DD"},
+                    "currency": {"type": "string", "enum": ["EUR", "USD", "GBP"]},
+                    "total": {"type": "number"},
+                    "line_items": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "description": {"type": "string"},
+                                "quantity": {"type": "integer", "minimum": 1},
+                                "unit_price": {"type": "number"},
+                            },
+                            "required": ["description", "unit_price"],
+                        },
+                    },
+                },
+                "required": ["invoice_number", "total", "line_items"],
+            },
+        },
+        output={
+            "data": {
+                "invoice_number": "INV-2041",
+                "issue_date": "2026-11-02",
+                "currency": "EUR",
+                "total": 40.5,
+                "line_items": [
+                    {"description": "VPS small", "quantity": 3, "unit_price": 12.0},
+                    {"description": "Backup plan", "quantity": 1, "unit_price": 4.5},
+                ],
+            }
+        },
+    ),
+    Example(
+        name="Event",
+        input={
+            "text": (
+                "Join us for PyCon Lisbon on 14 March 2027 at the Congress Centre. Talks by Ana "
+                "Costa and Tom Becker; the keynote is also streamed online."
+            ),
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "title": {"type": "string"},
+                    "date": {"type": "string", "description": "The date as written"},
+                    "venue": {"type": "string"},
+                    "streamed_online": {"type": "boolean"},
+                    "speakers": {"type": "array", "items": {"type": "string"}, "maxItems": 20},
+                },
+                "required": ["title", "date"],
+            },
+        },
+        output={
+            "data": {
+                "title": "PyCon Lisbon",
+                "date": "14 March 2027",
+                "venue": "Congress Centre",
+                "streamed_online": True,
+                "speakers": ["Ana Costa", "Tom Becker"],
+            }
+        },
+    ),
+)
 
 
 SYSTEM_PROMPT = """\
@@ -111,6 +229,11 @@ def output_model(input: Input) -> type[Output]:
         __doc__=Output.__doc__,
         data=(data_model, Field(description="The extracted data.")),
     )
+
+
+def result_schema(input: dict[str, Any]) -> dict[str, Any]:
+    """The stored result's schema for a job's stored input: `data` shaped by the job's schema."""
+    return {"type": "object", "properties": {"data": input.get("schema", {})}}
 
 
 def result_from(output: pydantic.BaseModel) -> dict[str, Any]:

@@ -9,9 +9,14 @@ import pydantic
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 from pydantic_core import PydanticCustomError
 
-from jobs.kinds.common import Text, fence, require_content
+from jobs.kinds.common import Example, FieldHint, Text, fence, require_content
 
 NAME = "summarize"
+BLURB = "A summary and its key points, within a word budget."
+# Summaries need reading, not reasoning: the fast, cheap model does them well.
+DEFAULT_MODEL = "claude-haiku-4-5"
+TONE = "indigo"
+ICON = '<path d="M4 6h16M4 10.5h16M4 15h10M4 19.5h6"/>'
 # 1000 words (the largest budget) is about 1400 tokens; the 1.5x tolerance, ten key points and
 # the JSON around them fit with room to spare.
 MAX_TOKENS = 4096
@@ -45,6 +50,38 @@ class Input(BaseModel):
     )
     style: Style = Field(default="paragraph", description="Prose paragraphs or a bulleted list.")
 
+
+FIELD_HINTS = {
+    "max_words": FieldHint(label="Max words", help=f"{MIN_WORDS} to {MAX_WORDS} words."),
+    "style": FieldHint(help=None),
+}
+EXAMPLES = (
+    Example(
+        name="Council news",
+        input={
+            "text": (
+                "The city council voted 7 to 2 on Tuesday to rebuild the harbour lighthouse, "
+                "closed since a storm damaged it in 2019. Volunteers raised 40% of the cost in a "
+                "year; the rest comes from a regional heritage fund. Work starts in April and "
+                "should take eighteen months. Two councillors objected to the cost overrun risk."
+            ),
+            "max_words": 40,
+            "style": "bullets",
+        },
+        output={
+            "summary": (
+                "- The council voted 7 to 2 to rebuild the harbour lighthouse, closed since 2019.\n"
+                "- Volunteers raised 40% of the cost; a heritage fund pays the rest.\n"
+                "- Work starts in April and takes eighteen months."
+            ),
+            "key_points": [
+                "The council approved rebuilding the lighthouse.",
+                "Volunteers raised 40% of the cost.",
+                "Work starts in April and lasts eighteen months.",
+            ],
+        },
+    ),
+)
 
 SYSTEM_PROMPT = """\
 You write summaries for a document-processing service.

@@ -19,6 +19,7 @@ from django.utils.formats import date_format
 from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString, mark_safe
 
+from jobs import kinds
 from jobs.selectors import TOKEN_FIELDS
 
 register = template.Library()
@@ -183,3 +184,50 @@ def query(context: Context, **changes: Any) -> str:
         else:
             params[key] = value
     return f"?{params.urlencode()}"
+
+
+@register.filter
+def json_type(value: Any) -> str:
+    """The JSON type of a value, as a template chooses how to show it."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, str):
+        return "string"
+    return "number" if isinstance(value, int | float) else "null"
+
+
+@register.filter
+def all_strings(values: list[Any]) -> bool:
+    """Whether a list holds only strings (shown as chips rather than as JSON)."""
+    return all(isinstance(value, str) for value in values)
+
+
+@register.filter
+def kind_tone(name: str) -> str:
+    """The palette tone of a kind's icon; a kind no longer registered shows in the neutral one."""
+    kind = kinds.KINDS.get(name)
+    return getattr(kind, "TONE", kinds.TONES[-1])
+
+
+@register.filter
+def kind_label(name: str) -> str:
+    return kinds.label(name)
+
+
+@register.simple_tag
+def kind_icons() -> SafeString:
+    """The sprite's symbols for every kind: its own ICON, or a generic page."""
+    symbols = (
+        format_html(
+            '<symbol id="i-kind-{}" viewBox="0 0 24 24">{}</symbol>',
+            name,
+            # A kind's ICON is markup in the kind's own module, never user input.
+            mark_safe(getattr(kind, "ICON", kinds.DEFAULT_ICON)),
+        )
+        for name, kind in kinds.KINDS.items()
+    )
+    return mark_safe("".join(symbols))  # each symbol is built by format_html above

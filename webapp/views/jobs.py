@@ -14,7 +14,7 @@ from django.shortcuts import redirect, render
 from django.utils.text import capfirst
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from jobs import selectors, services
+from jobs import kinds, selectors, services
 from jobs.errors import (
     BudgetExceeded,
     IdempotencyKeyInFlight,
@@ -24,7 +24,7 @@ from jobs.errors import (
     SubmissionRateLimited,
 )
 from jobs.models import Job
-from webapp.forms import SCHEMA_EXAMPLES, JobFilterForm, JobForm
+from webapp.forms import JobFilterForm, JobForm
 
 PAGE_SIZE = 20
 # A second POST of one form while the first is still uncommitted (a double click without
@@ -80,7 +80,9 @@ def job_new(request: HttpRequest) -> HttpResponse:
         job = _submit(request.user, form) if form.is_valid() else None
         if job is not None:
             return redirect("job_detail", job_id=job.id)
-    context = {"form": form, "schema_examples": SCHEMA_EXAMPLES}
+    groups = form.kind_groups()
+    examples = {group.name: group.examples for group in groups}
+    context = {"form": form, "kind_groups": groups, "kind_examples": examples}
     return render(request, "jobs/new.html", context)
 
 
@@ -91,6 +93,7 @@ def _submit(owner: AbstractBaseUser, form: JobForm) -> Job | None:
             owner=owner,
             kind=form.cleaned_data["kind"],
             input=form.job_input(),
+            model=form.job_model(),
             key=str(form.cleaned_data["idempotency_key"]),
         )
     except InvalidInput as exc:
@@ -113,14 +116,14 @@ def _submit(owner: AbstractBaseUser, form: JobForm) -> Job | None:
 
 
 def _submit_waiting_in_flight(
-    *, owner: AbstractBaseUser, kind: str, input: dict[str, Any], key: str
+    *, owner: AbstractBaseUser, kind: str, input: dict[str, Any], model: str | None, key: str
 ) -> Job:
     """job_submit; a concurrent request with the same key is waited out, then its job replayed."""
     deadline = time.monotonic() + IN_FLIGHT_WAIT_SECONDS
     while True:
         try:
             submission = services.job_submit(
-                owner=owner, kind=kind, input=input, model=None, idempotency_key=key
+                owner=owner, kind=kind, input=input, model=model, idempotency_key=key
             )
         except IdempotencyKeyInFlight:
             if time.monotonic() > deadline:
@@ -173,9 +176,16 @@ def _owned_job(request: HttpRequest, job_id: UUID) -> Job:
 def _detail_context(job: Job) -> dict[str, Any]:
     return {
         "job": job,
+        "result": kinds.ordered_result(job.kind, job.input, job.result),
+        "params": [(key, value) for key, value in job.input.items() if key != "text"],
         "calls": list(selectors.job_calls(job=job)),
         "live": not job.is_finished,
-        # Each kind shows its input and result with its own small template.
-        "input_template": f"jobs/kinds/{job.kind}_input.html",
-        "result_template": f"jobs/kinds/{job.kind}_result.html",
+        # A kind may ship its own small templates; any other shows through the generic ones.
+        "input_template": _kind_template(job.kind, "input"),
+        "result_template": _kind_template(job.kind, "result"),
     }
+
+
+def _kind_template(kind: str, part: str) -> list[str]:
+    """Names for {% include %}, which takes the first that exists (as select_template does)."""
+    return [f"jobs/kinds/{kind}_{part}.html", f"jobs/kinds/_{part}.html"]

@@ -12,8 +12,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from jobs import selectors
-from jobs.kinds import KIND_NAMES
+from jobs import kinds, selectors
 from jobs.selectors import TOKEN_FIELDS
 from webapp.forms import UsageRangeForm
 from webapp.templatetags.aijobs import compact, count, total_tokens, usd
@@ -98,7 +97,7 @@ def _cost_tick(value: float, step: float) -> str:
 def _kind_rows(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every kind, with its share of the busiest kind's tokens and cost for the bars."""
     by_kind = {group["key"]: group for group in groups}
-    rows = [{**ZERO_USAGE, **by_kind.get(kind, {}), "kind": kind} for kind in KIND_NAMES]
+    rows = [{**ZERO_USAGE, **by_kind.get(kind, {}), "kind": kind} for kind in kinds.names()]
     for row in rows:
         row["tokens"] = total_tokens(row)
     most_tokens = max(row["tokens"] for row in rows) or 1

@@ -1,4 +1,5 @@
-// The new-job form: show the chosen kind's fields, preview labels, load and format schemas.
+// The new-job form: show the chosen kind's fields, preview one-per-line lists, fill in a kind's
+// examples, format JSON. Nothing here names a kind: the page marks what each field needs.
 "use strict";
 
 (() => {
@@ -17,52 +18,72 @@
     if (event.target.name === "kind") showKind(event.target.value);
   });
 
-  // Labels, one per line, shown back as chips so a stray blank line or typo is easy to spot.
-  const labels = form.querySelector("textarea[name=labels]");
-  const preview = form.querySelector("[data-label-preview]");
-
-  function renderLabels() {
-    const names = labels.value.split("\n").map((line) => line.trim()).filter(Boolean);
-    const chips = names.map((name) => {
+  // A one-per-line list, shown back as chips so a stray blank line or typo is easy to spot.
+  function renderLines(textarea) {
+    const preview = form.querySelector(`[data-lines-preview="${textarea.name}"]`);
+    if (!preview) return;
+    const items = textarea.value.split("\n").map((line) => line.trim()).filter(Boolean);
+    const chips = items.map((item) => {
       const chip = document.createElement("span");
       chip.className = "chip";
-      chip.textContent = name;
+      chip.textContent = item;
       return chip;
     });
-    if (names.length) {
+    if (items.length) {
       const count = document.createElement("span");
       count.className = "muted small";
-      count.textContent = `${names.length} label${names.length === 1 ? "" : "s"}`;
+      count.textContent = `${items.length} item${items.length === 1 ? "" : "s"}`;
       chips.push(count);
     }
     preview.replaceChildren(...chips);
   }
 
-  labels.addEventListener("input", renderLabels);
-  renderLabels();
+  const lineFields = form.querySelectorAll("textarea[data-lines]");
+  for (const textarea of lineFields) {
+    textarea.addEventListener("input", () => renderLines(textarea));
+    renderLines(textarea);
+  }
 
-  // Example schemas (and a sample text when the text box is empty), from a JSON script tag.
-  const schema = form.querySelector("textarea[name=schema]");
-  const text = form.querySelector("textarea[name=text]");
-  const examples = JSON.parse(document.getElementById("schema-examples").textContent);
+  // Examples fill in every field of their kind, and the text unless the user wrote their own.
+  const examples = JSON.parse(document.getElementById("kind-examples").textContent);
+  const exampleTexts = new Set(
+    Object.values(examples).flatMap((list) => list.map((example) => example.values.text)),
+  );
+
+  function setField(name, value) {
+    for (const input of form.querySelectorAll(`[name="${name}"]`)) {
+      if (input.type === "checkbox") input.checked = Boolean(value);
+      else if (input.type === "radio") input.checked = input.value === String(value);
+      else input.value = value;
+      if (input.matches("textarea[data-lines]")) renderLines(input);
+    }
+  }
 
   form.addEventListener("click", (event) => {
-    const button = event.target.closest("[data-schema-example]");
+    const button = event.target.closest("[data-example]");
     if (!button) return;
-    const example = examples.find((item) => item.id === button.dataset.schemaExample);
-    schema.value = JSON.stringify(example.schema, null, 2);
-    if (!text.value.trim()) text.value = example.text;
-  });
-
-  form.querySelector("[data-format-json]").addEventListener("click", () => {
-    try {
-      schema.value = JSON.stringify(JSON.parse(schema.value), null, 2);
-      schema.setCustomValidity("");
-    } catch (error) {
-      schema.setCustomValidity(`Not valid JSON: ${error.message}`);
-      schema.reportValidity();
+    const example = examples[button.dataset.example][Number(button.dataset.exampleIndex)];
+    for (const [name, value] of Object.entries(example.values)) {
+      const text = form.elements.text;
+      if (name === "text" && text.value.trim() && !exampleTexts.has(text.value)) continue;
+      setField(name, value);
     }
   });
 
-  schema.addEventListener("input", () => schema.setCustomValidity(""));
+  form.addEventListener("click", (event) => {
+    const button = event.target.closest("[data-format-json]");
+    if (!button) return;
+    const textarea = form.elements[button.dataset.formatJson];
+    try {
+      textarea.value = JSON.stringify(JSON.parse(textarea.value), null, 2);
+      textarea.setCustomValidity("");
+    } catch (error) {
+      textarea.setCustomValidity(`Not valid JSON: ${error.message}`);
+      textarea.reportValidity();
+    }
+  });
+
+  form.addEventListener("input", (event) => {
+    if (event.target.matches("textarea[data-json]")) event.target.setCustomValidity("");
+  });
 })();
