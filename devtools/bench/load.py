@@ -22,39 +22,24 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from devtools.bench.stack import BenchError
+from jobs import kinds
 
 HTTP_TIMEOUT = 30.0
-KINDS = ("summarize", "classify", "extract")
+# One text for every job (its size drives the token counts), with each kind's example parameters.
 TEXT = (
     "Order {ref} from ACME Corp was placed on 2026-03-02 for 3 units at 99.50 EUR each. "
     "The parcel left the warehouse two days later but never arrived, and the tracking page "
     "has shown no update since. The customer asks for a refund or a replacement. "
     "Support replied that a claim was opened with the carrier."
 )
-LABELS = ["shipping", "billing", "technical", "other"]
-EXTRACT_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "customer": {"type": "string"},
-        "units": {"type": "integer"},
-        "price": {"type": "number"},
-        "wants_refund": {"type": "boolean"},
-    },
-    "required": ["customer", "units"],
-}
 WRK_THREADS = 2
 
 
 def job_body(index: int, tag: str) -> dict[str, Any]:
-    """Job `index` of a run: the three kinds in turn, each with a text of its own."""
-    kind = KINDS[index % len(KINDS)]
+    """Job `index` of a run: the built-in kinds in turn, each with a text of its own."""
+    kind = kinds.BUILTIN[index % len(kinds.BUILTIN)]
     text = TEXT.format(ref=f"{tag}-{index}")
-    inputs: dict[str, dict[str, Any]] = {
-        "summarize": {"text": text, "max_words": 40},
-        "classify": {"text": text, "labels": LABELS},
-        "extract": {"text": text, "schema": EXTRACT_SCHEMA},
-    }
-    return {"kind": kind, "input": inputs[kind]}
+    return {"kind": kind.NAME, "input": {**kind.EXAMPLES[0].input, "text": text}}
 
 
 class ApiClient:
