@@ -14,11 +14,12 @@ from django.conf import settings
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from jobs import services
+from jobs import kinds, services
 from jobs.models import Job, Outcome, ProviderCall
 from jobs.usage import Usage
 from tests.helpers import record_call, unique
 from tests.integration.harness import wait_for
+from tests.kinds import every_kind, example_input, example_output, stored_input
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -31,26 +32,6 @@ STORY = (
     "year, and the lamp was lit again on a stormy night in October. Fishing boats came home "
     "safely, and the town now plans a small museum about its keepers."
 )
-RESULTS = {
-    "summarize": {
-        "summary": "A harbour town rebuilt its lighthouse with money raised by volunteers.",
-        "key_points": ["The town voted to rebuild the lighthouse.", "The lamp was lit again."],
-    },
-    "classify": {"labels": ["local news"], "confidence": 0.91, "rationale": "A town's story."},
-    "extract": {"data": {"town_kind": "harbour", "month": "October"}},
-}
-INPUTS = {
-    "summarize": {"text": STORY, "max_words": 60, "style": "paragraph"},
-    "classify": {"text": STORY, "labels": ["local news", "sports", "finance"]},
-    "extract": {
-        "text": STORY,
-        "schema": {
-            "type": "object",
-            "properties": {"town_kind": {"type": "string"}, "month": {"type": "string"}},
-            "required": ["town_kind", "month"],
-        },
-    },
-}
 
 
 def status_badge(page):
@@ -92,40 +73,22 @@ def test_the_nav_collapses_behind_a_menu_button_on_a_phone(page, screenshot_dir)
 # --- submitting and watching jobs ---------------------------------------------------------------
 
 
-def fill_summarize(page) -> None:
-    page.get_by_label("Text", exact=True).fill(unique(f"{STORY} {SLOW}"))
-    page.get_by_label("Max words").fill("40")
-    page.locator(".segmented").get_by_text("Bullets").click()
+def first_text(value) -> str | None:
+    """The first string in a JSON value: something of the result its page must show."""
+    if isinstance(value, str):
+        return value
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else []
+    return next((text for item in items if (text := first_text(item))), None)
 
 
-def fill_classify(page) -> None:
-    page.get_by_label("Text", exact=True).fill(unique(f"{STORY} {SLOW}"))
-    page.get_by_label("Labels", exact=True).fill("local news\nsports\nfinance")
-    expect(page.locator("[data-label-preview]")).to_contain_text("3 labels")
-
-
-def fill_extract(page) -> None:
-    page.get_by_role("button", name="Invoice").click()
-    expect(page.get_by_label("JSON Schema", exact=True)).to_have_value(
-        re.compile('"invoice_number"')
-    )
-    text = page.get_by_label("Text", exact=True)
-    text.fill(unique(f"{text.input_value()} {SLOW}"))
-
-
-FILL = {"summarize": fill_summarize, "classify": fill_classify, "extract": fill_extract}
-SHOWN = {
-    "summarize": (".key-points li", "lighthouse"),
-    "classify": (".label-scores", "local news"),
-    "extract": (".code-result", "invoice_number"),
-}
-
-
-@pytest.mark.parametrize("kind", ["summarize", "classify", "extract"])
+@every_kind
 def test_a_job_from_the_form_succeeds_on_its_page_without_a_reload(page, worker, snap, kind):
     page.goto("/jobs/new")
     page.locator(f".kind-option:has(input[value={kind}])").click()
-    FILL[kind](page)
+    page.locator(f'[data-example="{kind}"]').first.click()
+    text = page.get_by_label("Text", exact=True)
+    expect(text).not_to_have_value("")
+    text.fill(unique(f"{text.input_value()} {SLOW}"))
     snap(page, f"new-{kind}")
 
     # A double click sends one request: the button is disabled on the first.
@@ -136,8 +99,11 @@ def test_a_job_from_the_form_succeeds_on_its_page_without_a_reload(page, worker,
 
     expect(status_badge(page)).to_have_text("Succeeded", timeout=20_000)
     assert page.evaluate("window.notReloaded") is True, "the page updated itself"
-    selector, text = SHOWN[kind]
-    expect(page.locator(selector).first).to_contain_text(text)
+    job = Job.objects.get()
+    assert job.input == stored_input(
+        kind, kinds.get_kind(kind).EXAMPLES[0].input | {"text": job.input["text"]}
+    )
+    expect(page.locator("#job-result")).to_contain_text(first_text(job.result).split("\n")[0])
     expect(page.locator("#job-calls tbody tr").first).to_contain_text("OK")
     expect(page.locator("[data-live-indicator]")).to_be_hidden()
     assert Job.objects.count() == 1
@@ -150,7 +116,9 @@ def test_bad_input_shows_an_error_next_to_the_field(page, snap):
     page.get_by_label("Labels", exact=True).fill("only one label")
     page.get_by_role("button", name="Submit job").click()
 
-    expect(page.locator("#field-labels .field-error")).to_contain_text("Give at least 2 labels")
+    expect(page.locator("#field-classify-labels .field-error")).to_contain_text(
+        "Give at least 2 labels"
+    )
     expect(page.get_by_label("Labels", exact=True)).to_have_value("only one label")
     assert Job.objects.count() == 0
     snap(page, "new-classify-error")
@@ -221,7 +189,7 @@ def history(user):
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     for days_ago in range(13, -1, -1):
         for n in range(rng.randint(1, 4)):
-            kind = ("summarize", "classify", "extract")[(days_ago + n) % 3]
+            kind = kinds.names()[(days_ago + n) % len(kinds.names())]
             job = _finished_job(user, kind, rng)
             # Some time on that UTC day, and never later than now.
             seconds = rng.uniform(0, (now - midnight).total_seconds())
@@ -236,7 +204,10 @@ def history(user):
 def _new_job(user, kind: str) -> Job:
     # Made without a Celery message: the worker must not pick these up.
     return Job.objects.create(
-        owner=user, kind=kind, model=settings.AIJOBS_MODELS[kind], input=INPUTS[kind]
+        owner=user,
+        kind=kind,
+        model=settings.AIJOBS_MODELS[kind],
+        input=stored_input(kind, example_input(kind, text=STORY)),
     )
 
 
@@ -254,7 +225,7 @@ def _finished_job(user, kind: str, rng: random.Random) -> Job:
             job_id=claimed.id, attempt=claimed.attempts, code="invalid_output", message="no JSON"
         )
     else:
-        record_call(claimed, attempt=claimed.attempts, usage=usage, result=RESULTS[kind])
+        record_call(claimed, attempt=claimed.attempts, usage=usage, result=example_output(kind))
     return claimed
 
 
