@@ -16,7 +16,6 @@ from django import forms
 from django.conf import settings
 
 from jobs import kinds
-from jobs.kinds.common import Example
 from jobs.models import Status
 from webapp import kind_forms
 
@@ -107,7 +106,7 @@ class JobForm(forms.Form):
                 checked=name == chosen,
                 fields=[self[field] for field in self._fields_of(name) if field != "text"],
                 examples=[
-                    {"name": example.name, "values": self._form_values(name, example)}
+                    {"name": example.name, "values": self.values_for(name, example.input)}
                     for example in kind.EXAMPLES
                 ],
             )
@@ -132,13 +131,13 @@ class JobForm(forms.Form):
             field, message = self._locate(detail)
             self.add_error(field, message)
 
-    def _form_values(self, kind: str, example: Example) -> dict[str, Any]:
-        """Every field of the kind as the example fills it in (its defaults where it is silent)."""
+    def values_for(self, kind: str, input: dict[str, Any]) -> dict[str, Any]:
+        """Every field of the kind as an input fills it in (its defaults where it is silent)."""
         values = {}
         for name in self._fields_of(kind):
             key = name.removeprefix(f"{kind}-")
             field = self.fields[name]
-            value = example.input.get(key, field.initial)
+            value = input.get(key, field.initial)
             values[name] = "" if value is None else field.prepare_value(value)
         return values
 

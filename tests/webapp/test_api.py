@@ -14,6 +14,7 @@ from jobs.models import ApiToken, Job, Outcome, ProviderCall, UserLimits
 from jobs.tokens import api_token_revoke
 from jobs.usage import Usage
 from tests.helpers import record_call
+from tests.kinds import UNKNOWN_KIND, every_kind, example_input, stored_input
 
 pytestmark = pytest.mark.django_db
 
@@ -60,10 +61,29 @@ def test_the_message_is_sent_only_after_commit(call, django_capture_on_commit_ca
     assert len(callbacks) == 1
 
 
+@every_kind
+def test_each_kind_is_created_with_its_input_and_default_model(call, settings, kind):
+    response = call("POST", "/jobs", {"kind": kind, "input": example_input(kind)})
+
+    assert response.status_code == 201, response.content
+    job = response.json()
+    assert job["kind"] == kind
+    assert job["input"] == stored_input(kind, example_input(kind))
+    assert job["model"] == settings.AIJOBS_MODELS[kind]
+    assert Job.objects.get().input == job["input"]
+
+
+def test_a_kind_registered_at_run_time_is_accepted(call, throwaway_kind):
+    response = call("POST", "/jobs", {"kind": "headline", "input": example_input("headline")})
+
+    assert response.status_code == 201, response.content
+    assert call("GET", "/jobs?kind=headline").json()["items"][0]["kind"] == "headline"
+
+
 @pytest.mark.parametrize(
     ("body", "loc"),
     [
-        ({"kind": "translate", "input": {"text": "x"}}, ["kind"]),
+        ({"kind": UNKNOWN_KIND, "input": {"text": "x"}}, ["kind"]),
         ({"kind": "summarize", "input": {}}, ["input", "text"]),
         ({"kind": "summarize", "input": {"text": "x", "max_words": 5}}, ["input", "max_words"]),
         ({"kind": "classify", "input": {"text": "x", "labels": ["a"]}}, ["input", "labels"]),
@@ -223,7 +243,14 @@ def test_list_is_newest_first_filtered_and_paginated(call):
 
 @pytest.mark.parametrize(
     "query",
-    ["cursor=nonsense", "limit=0", "limit=1000", "status=exploded", "kind=translate", "kind=a%00b"],
+    [
+        "cursor=nonsense",
+        "limit=0",
+        "limit=1000",
+        "status=exploded",
+        "kind=no%20such%20kind",
+        "kind=a%00b",
+    ],
 )
 def test_bad_list_queries_are_422(call, query):
     assert call("GET", f"/jobs?{query}").status_code == 422

@@ -10,13 +10,13 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
-from jobs import services
+from jobs import kinds, services
 from jobs.errors import IdempotencyKeyInFlight
-from jobs.kinds.schema import check_schema
 from jobs.models import ApiToken, Job, UserLimits
 from jobs.usage import Usage
 from tests.helpers import record_call
-from webapp.forms import SCHEMA_EXAMPLES
+from tests.kinds import every_kind, example_input, example_output, stored_input
+from webapp.forms import JobForm
 from webapp.templatetags.aijobs import pretty_json, usd
 from webapp.views.charts import axis
 
@@ -24,34 +24,33 @@ pytestmark = pytest.mark.django_db
 
 STORY = "The harbour town rebuilt its lighthouse. Volunteers raised the money in a year."
 SCRIPT = "<script>alert('pwned')</script>"
-FORMS = {
-    "summarize": {"kind": "summarize", "text": STORY, "max_words": "40", "style": "bullets"},
-    "classify": {
-        "kind": "classify",
-        "text": STORY,
-        "labels": "news\n  sports \n\nfinance\n",
-        "multi_label": "on",
-        "instructions": "",
-    },
-    "extract": {
-        "kind": "extract",
-        "text": STORY,
-        "schema": '{"type": "object", "properties": {"town": {"type": "string"}}}',
-    },
-}
-EXPECTED_INPUTS = {
-    "summarize": {"text": STORY, "max_words": 40, "style": "bullets"},
-    "classify": {
-        "text": STORY,
-        "labels": ["news", "sports", "finance"],
-        "multi_label": True,
-        "instructions": None,
-    },
-    "extract": {
-        "text": STORY,
-        "schema": {"type": "object", "properties": {"town": {"type": "string"}}},
-    },
-}
+
+
+def form_data(kind: str, raw_input: dict) -> dict:
+    """What a browser posts for this input: the page's own field values, checkboxes as "on"."""
+    values = JobForm().values_for(kind, raw_input)
+    data = {"kind": kind}
+    for name, value in values.items():
+        if value is True:
+            data[name] = "on"
+        elif value is not False:
+            data[name] = value
+    return data
+
+
+def story_form(kind: str, **changes) -> dict:
+    return form_data(kind, example_input(kind, text=STORY)) | changes
+
+
+def with_script(value):
+    """Every string in a JSON value replaced by SCRIPT."""
+    if isinstance(value, str):
+        return SCRIPT
+    if isinstance(value, list):
+        return [with_script(item) for item in value]
+    if isinstance(value, dict):
+        return {key: with_script(item) for key, item in value.items()}
+    return value
 
 
 @pytest.fixture
@@ -138,9 +137,9 @@ def test_each_page_renders_for_a_logged_in_user(web, name):
     assert b'<nav id="nav"' in response.content
 
 
-@pytest.mark.parametrize("kind", ["summarize", "classify", "extract"])
+@every_kind
 def test_a_job_page_renders_for_each_kind(web, user, kind):
-    job = services.job_submit(owner=user, kind=kind, input=EXPECTED_INPUTS[kind]).job
+    job = services.job_submit(owner=user, kind=kind, input=example_input(kind)).job
 
     response = web.get(reverse("job_detail", args=[job.id]))
 
@@ -184,34 +183,74 @@ def test_the_form_carries_a_fresh_idempotency_key_and_csrf_token(web):
     assert b'name="csrfmiddlewaretoken"' in web.get("/jobs/new").content
 
 
-def test_the_kind_in_the_query_string_is_preselected(web):
-    html = web.get("/jobs/new?kind=extract").content.decode()
+@every_kind
+def test_the_kind_in_the_query_string_is_preselected(web, kind):
+    html = web.get(f"/jobs/new?kind={kind}").content.decode()
 
-    assert re.search(r'value="extract" checked', html)
-    assert 'data-kind="extract">' in html
-    assert 'data-kind="summarize" hidden' in html
+    assert re.search(rf'value="{kind}" checked', html)
+    assert f'class="kind-fields" data-kind="{kind}">' in html
+    others = set(kinds.names()) - {kind}
+    assert all(f'class="kind-fields" data-kind="{other}" hidden' in html for other in others)
 
 
-@pytest.mark.parametrize("kind", ["summarize", "classify", "extract"])
+@every_kind
+def test_the_form_offers_every_kind_with_its_blurb_fields_and_examples(web, kind):
+    html = web.get("/jobs/new").content.decode()
+    module = kinds.get_kind(kind)
+
+    assert module.BLURB in html
+    for key in example_input(kind):
+        name = key if key == "text" else f"{kind}-{key}"
+        assert f'name="{name}"' in html
+    for index, example in enumerate(module.EXAMPLES):
+        assert f'data-example="{kind}" data-example-index="{index}">{example.name}<' in html
+
+
+@every_kind
 def test_submitting_each_kind_stores_its_input_and_redirects_to_the_job(web, user, kind):
-    response = post_form(web, FORMS[kind])
+    response = post_form(web, story_form(kind))
 
     job = Job.objects.get()
     assert response.status_code == 302
     assert response["Location"] == reverse("job_detail", args=[job.id])
     assert job.owner == user
     assert job.kind == kind
-    assert job.input == EXPECTED_INPUTS[kind]
+    assert job.input == stored_input(kind, example_input(kind, text=STORY))
+
+
+@pytest.mark.parametrize(
+    ("kind", "example"),
+    [(kind, example) for kind, module in kinds.KINDS.items() for example in module.EXAMPLES],
+    ids=lambda value: getattr(value, "name", value),
+)
+def test_every_example_as_the_form_fills_it_in_makes_that_job(web, kind, example):
+    post_form(web, form_data(kind, example.input))
+
+    assert Job.objects.get().input == stored_input(kind, example.input)
+
+
+def test_the_model_can_be_chosen_per_job(web):
+    post_form(web, story_form("summarize", model="claude-sonnet-4-6"))
+
+    assert Job.objects.get().model == "claude-sonnet-4-6"
+
+
+def test_no_model_chosen_is_the_kinds_default(web, settings):
+    post_form(web, story_form("extract", model=""))
+
+    assert Job.objects.get().model == settings.AIJOBS_MODELS["extract"]
 
 
 def test_blank_optional_fields_take_the_kinds_defaults(web):
-    post_form(web, {"kind": "summarize", "text": STORY, "max_words": "", "style": ""})
+    post_form(
+        web, {"kind": "summarize", "text": STORY, "summarize-max_words": "", "summarize-style": ""}
+    )
 
     assert Job.objects.get().input == {"text": STORY, "max_words": 120, "style": "paragraph"}
 
 
 def test_only_the_chosen_kinds_fields_are_read(web):
-    post_form(web, {**FORMS["summarize"], "labels": "a\nb", "schema": "not json"})
+    post_form(web, {**story_form("summarize"), "classify-labels": "a\nb", "extract-schema": "{"})
 
     assert "labels" not in Job.objects.get().input
 
@@ -219,21 +258,22 @@ def test_only_the_chosen_kinds_fields_are_read(web):
 @pytest.mark.parametrize(
     ("values", "field", "message"),
     [
-        ({**FORMS["classify"], "labels": "only one"}, "labels", "Give at least 2 labels"),
-        ({**FORMS["classify"], "labels": "a\nA"}, "labels", "labels must be distinct"),
-        ({**FORMS["classify"], "labels": f"a\n{'x' * 101}"}, "labels", "Label 2: String should"),
-        ({**FORMS["summarize"], "max_words": "5"}, "max_words", "greater than or equal to 10"),
-        ({**FORMS["summarize"], "max_words": "many"}, "max_words", "Enter a whole number"),
-        ({**FORMS["summarize"], "text": "   "}, "text", "must not be empty"),
-        ({**FORMS["extract"], "schema": "{nope"}, "schema", "Not valid JSON"),
-        ({**FORMS["extract"], "schema": ""}, "schema", "This field is required."),
-        ({**FORMS["extract"], "schema": '{"type": "string"}'}, "schema", "top level must be"),
+        (("classify", {"classify-labels": "only one"}), "classify-labels", "Give at least 2"),
+        (("classify", {"classify-labels": "a\nA"}), "classify-labels", "labels must be distinct"),
+        (("classify", {"classify-labels": f"a\n{'x' * 101}"}), "classify-labels", "Line 2: String"),
+        (("summarize", {"summarize-max_words": "5"}), "summarize-max_words", "greater than or"),
+        (("summarize", {"summarize-max_words": "many"}), "summarize-max_words", "whole number"),
+        (("summarize", {"text": "   "}), "text", "must not be empty"),
+        (("extract", {"extract-schema": "{nope"}), "extract-schema", "Not valid JSON"),
+        (("extract", {"extract-schema": ""}), "extract-schema", "This field is required."),
+        (("extract", {"extract-schema": '{"type": "string"}'}), "extract-schema", "top level"),
     ],
 )
 def test_invalid_input_shows_errors_next_to_the_fields_and_stores_nothing(
     web, values, field, message
 ):
-    response = post_form(web, values)
+    kind, changes = values
+    response = post_form(web, story_form(kind, **changes))
 
     assert response.status_code == 200
     block = field_block(response.content.decode(), field)
@@ -245,7 +285,8 @@ def test_invalid_input_shows_errors_next_to_the_fields_and_stores_nothing(
 def test_an_invalid_form_keeps_the_values_and_the_key(web):
     key = str(uuid.uuid4())
 
-    html = post_form(web, {**FORMS["classify"], "labels": "solo"}, key=key).content.decode()
+    html = post_form(web, story_form("classify", **{"classify-labels": "solo"}), key=key)
+    html = html.content.decode()
 
     assert f'value="{key}"' in html
     assert "solo</textarea>" in html
@@ -255,8 +296,8 @@ def test_an_invalid_form_keeps_the_values_and_the_key(web):
 def test_a_double_post_of_one_form_makes_one_job(web):
     key = str(uuid.uuid4())
 
-    first = post_form(web, FORMS["summarize"], key=key)
-    second = post_form(web, FORMS["summarize"], key=key)
+    first = post_form(web, story_form("summarize"), key=key)
+    second = post_form(web, story_form("summarize"), key=key)
 
     assert Job.objects.count() == 1
     assert first["Location"] == second["Location"]
@@ -264,9 +305,9 @@ def test_a_double_post_of_one_form_makes_one_job(web):
 
 def test_a_used_form_sent_again_with_other_values_gets_a_new_key(web):
     key = str(uuid.uuid4())
-    post_form(web, FORMS["summarize"], key=key)
+    post_form(web, story_form("summarize"), key=key)
 
-    response = post_form(web, {**FORMS["summarize"], "text": "Something else."}, key=key)
+    response = post_form(web, {**story_form("summarize"), "text": "Something else."}, key=key)
 
     html = response.content.decode()
     assert response.status_code == 200
@@ -287,7 +328,7 @@ def test_a_post_racing_the_first_one_waits_then_replays_its_job(web, user, monke
 
     monkeypatch.setattr(services, "job_submit", job_submit)
 
-    response = post_form(web, FORMS["summarize"])
+    response = post_form(web, story_form("summarize"))
 
     assert response["Location"] == reverse("job_detail", args=[job.id])
 
@@ -295,16 +336,11 @@ def test_a_post_racing_the_first_one_waits_then_replays_its_job(web, user, monke
 def test_a_spent_budget_is_said_on_the_form_and_nothing_is_stored(web, user):
     UserLimits.objects.create(user=user, budget_usd=Decimal(0))
 
-    response = post_form(web, FORMS["summarize"])
+    response = post_form(web, story_form("summarize"))
 
     assert response.status_code == 200
     assert "The budget of $0.00 per month is spent." in response.content.decode()
     assert Job.objects.count() == 0
-
-
-@pytest.mark.parametrize("example", SCHEMA_EXAMPLES, ids=lambda example: example["id"])
-def test_the_schema_examples_are_accepted_by_extract(example):
-    check_schema(example["schema"])
 
 
 # --- the jobs list ------------------------------------------------------------------------------
@@ -450,24 +486,13 @@ def test_cancel_is_post_only(web, user):
 # --- untrusted text is escaped ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("kind", "input", "result"),
-    [
-        ("summarize", {}, {"summary": SCRIPT, "key_points": [SCRIPT]}),
-        (
-            "classify",
-            {"labels": [SCRIPT, "other"]},
-            {"labels": [SCRIPT], "confidence": 0.5, "rationale": SCRIPT},
-        ),
-        (
-            "extract",
-            {"schema": {"type": "object", "properties": {"name": {"type": "string"}}}},
-            {"data": {"name": SCRIPT}},
-        ),
-    ],
-)
-def test_script_in_input_and_result_is_rendered_escaped(web, user, kind, input, result):
-    job = succeed(submit(user, kind, **{**input, "text": f"Hello {SCRIPT}"}), result)
+@every_kind
+def test_script_in_input_and_result_is_rendered_escaped(web, user, kind):
+    job = services.job_submit(owner=user, kind=kind, input=example_input(kind)).job
+    # Every string a user could have chosen, as the pages would have to show it.
+    hostile = with_script(example_input(kind)) | {"text": f"Hello {SCRIPT}"}
+    Job.objects.filter(pk=job.pk).update(input=hostile)
+    succeed(job, with_script(example_output(kind)))
 
     for path in (reverse("job_detail", args=[job.id]), "/"):
         html = web.get(path).content.decode()
@@ -476,7 +501,7 @@ def test_script_in_input_and_result_is_rendered_escaped(web, user, kind, input, 
 
 
 def test_a_field_error_echoing_input_is_escaped(web):
-    html = post_form(web, {**FORMS["classify"], "labels": SCRIPT}).content.decode()
+    html = post_form(web, story_form("classify", **{"classify-labels": SCRIPT})).content.decode()
 
     assert SCRIPT not in html
 
