@@ -9,6 +9,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from jobs.fields import OrderedJSONField
+
 
 class Status(models.TextChoices):
     QUEUED = "queued"
@@ -46,8 +48,8 @@ class Job(TokenCounts):
     kind = models.CharField(max_length=32)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     model = models.CharField(max_length=64)
-    input = models.JSONField()
-    result = models.JSONField(null=True, blank=True)
+    input = OrderedJSONField()
+    result = OrderedJSONField(null=True, blank=True)
     error_code = models.CharField(max_length=64, blank=True)
     error_message = models.TextField(blank=True)
     # Incremented by every claim; finishing names it, so a worker whose lease

@@ -219,7 +219,7 @@ def present_job(job: Job) -> dict[str, Any]:
         "status": job.status,
         "model": job.model,
         "input": job.input,
-        "result": kinds.ordered_result(job.kind, job.input, job.result),
+        "result": job.result,
         "error": _error(job.error_code, job.error_message),
         "attempts": job.attempts,
         "usage": _usage(job),

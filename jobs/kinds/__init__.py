@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Iterable
-from functools import cache
 from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
 
@@ -100,7 +99,6 @@ def register(module: ModuleType) -> ModuleType:
 def unregister(name: str) -> None:
     """Drop a kind (tests that register a throwaway one put the registry back this way)."""
     KINDS.pop(name, None)
-    _result_schema.cache_clear()
 
 
 def load(module_paths: Iterable[str]) -> None:
@@ -125,54 +123,6 @@ def get_kind(name: str) -> ModuleType:
 def label(name: str) -> str:
     """The kind's name as a heading shows it."""
     return name.replace("_", " ").capitalize()
-
-
-def ordered_result(name: str, input: dict[str, Any], result: Any) -> Any:
-    """`result` with its keys in the order of the kind's output schema.
-
-    PostgreSQL's jsonb stores keys in an order of its own, so the stored result loses the order
-    the schema (and, for extract, the job's own schema) gives; this puts it back for readers.
-    """
-    kind = KINDS.get(name)
-    if kind is None or not isinstance(result, dict):
-        return result
-    schema_of = getattr(kind, "result_schema", None)
-    schema = schema_of(input) if schema_of is not None else _result_schema(name)
-    return in_schema_order(result, schema)
-
-
-@cache
-def _result_schema(name: str) -> dict[str, Any]:
-    schema = KINDS[name].Output.model_json_schema()
-    return _inline_refs(schema, schema.get("$defs", {}))
-
-
-def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
-    if isinstance(node, list):
-        return [_inline_refs(item, defs) for item in node]
-    if not isinstance(node, dict):
-        return node
-    ref = node.get("$ref", "")
-    if ref.startswith("#/$defs/"):
-        return _inline_refs(defs[ref.removeprefix("#/$defs/")], defs)
-    return {key: _inline_refs(value, defs) for key, value in node.items() if key != "$defs"}
-
-
-def in_schema_order(value: Any, schema: dict[str, Any]) -> Any:
-    """`value` with every object's keys in the order of its schema's `properties`, recursively.
-
-    Keys the schema does not name keep their place after the named ones.
-    """
-    if isinstance(value, list):
-        items = schema.get("items")
-        return [in_schema_order(item, items) for item in value] if items else value
-    properties = schema.get("properties")
-    if not isinstance(value, dict) or not properties:
-        return value
-    ordered = {
-        key: in_schema_order(value[key], properties[key]) for key in properties if key in value
-    }
-    return ordered | {key: item for key, item in value.items() if key not in ordered}
 
 
 for _module in BUILTIN:

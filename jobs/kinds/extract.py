@@ -231,11 +231,6 @@ def output_model(input: Input) -> type[Output]:
     )
 
 
-def result_schema(input: dict[str, Any]) -> dict[str, Any]:
-    """The stored result's schema for a job's stored input: `data` shaped by the job's schema."""
-    return {"type": "object", "properties": {"data": input.get("schema", {})}}
-
-
 def result_from(output: pydantic.BaseModel) -> dict[str, Any]:
     """The stored result: `{"data": {...}}`, valid against the job's schema."""
     return as_json(output)

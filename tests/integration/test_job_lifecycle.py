@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 
 from jobs import kinds
+from jobs.kinds import extract
 from jobs.models import Job, ProviderCall
 from jobs.services import job_enqueue
 from tests.helpers import unique
@@ -77,8 +78,22 @@ def test_results_satisfy_the_jobs_own_output_model_in_its_order(kind, api, worke
     assert job["status"] == "succeeded", job["error"]
     output_model = module.output_model(module.Input.model_validate(job_input))
     assert module.result_from(output_model.model_validate(job["result"])) == job["result"]
-    assert job["result"] == kinds.ordered_result(kind, job["input"], job["result"])
     assert list(job["result"]) == list(output_model.model_fields)
+
+
+def test_extracted_data_keeps_the_order_of_the_jobs_schema(api, worker):
+    invoice = next(example for example in extract.EXAMPLES if example.name == "Invoice")
+    schema = invoice.input["schema"]
+    job_input = {**invoice.input, "text": unique(invoice.input["text"])}
+
+    job = api.wait(api.submit("extract", job_input).body["id"])
+
+    assert job["status"] == "succeeded", job["error"]
+    assert list(job["input"]["schema"]) == list(schema)
+    assert list(job["input"]["schema"]["properties"]) == list(schema["properties"])
+    assert list(job["result"]["data"]) == list(schema["properties"])
+    item_order = list(schema["properties"]["line_items"]["items"]["properties"])
+    assert [list(item) for item in job["result"]["data"]["line_items"]] == [item_order] * 2
 
 
 def test_a_classify_job_gets_the_label_its_text_is_about(api, worker):

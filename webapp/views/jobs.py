@@ -14,7 +14,7 @@ from django.shortcuts import redirect, render
 from django.utils.text import capfirst
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from jobs import kinds, selectors, services
+from jobs import selectors, services
 from jobs.errors import (
     BudgetExceeded,
     IdempotencyKeyInFlight,
@@ -176,7 +176,6 @@ def _owned_job(request: HttpRequest, job_id: UUID) -> Job:
 def _detail_context(job: Job) -> dict[str, Any]:
     return {
         "job": job,
-        "result": kinds.ordered_result(job.kind, job.input, job.result),
         "params": [(key, value) for key, value in job.input.items() if key != "text"],
         "calls": list(selectors.job_calls(job=job)),
         "live": not job.is_finished,
