@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -36,6 +37,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_results",
+    "axes",
     # Serves the API docs page's Swagger UI from its own static files, not a CDN.
     "ninja",
     "jobs",
@@ -52,6 +54,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so it sees the login view's answer and replaces it when the login is locked out.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "webapp.urls"
@@ -96,6 +100,30 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
+
+# --- Login throttling (django-axes) -------------------------------------------
+# django-axes rather than the Redis limiter in jobs/ratelimit.py: that one paces a rate
+# (GCRA), while a lockout counts failures in a row, resets on success and needs an admin
+# unlock, all of which axes does, hooked into every authenticate() (the admin's login too).
+# Failures are counted per username and client address together, so someone guessing one
+# account's password is stopped without locking that user out everywhere, and another
+# user behind the same address still signs in. Behind a proxy the address is the proxy's
+# (REMOTE_ADDR: forwarded headers can be forged), which makes the count per username.
+# Unlock: `python manage.py axes_reset_username NAME` (or axes_reset_ip_username IP NAME,
+# or axes_reset for everyone), or delete the user's row under Axes > Access attempts in
+# the admin. The cooldown ends a lockout by itself; a failure during it starts it again.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("AIJOBS_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AIJOBS_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# The lockout is the login page again, saying why and for how long (429, Retry-After).
+AXES_LOCKOUT_CALLABLE = "webapp.views.auth.locked_out"
+# Axes would also keep a row per successful login, a table nothing here prunes or reads.
+AXES_DISABLE_ACCESS_LOG = True
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

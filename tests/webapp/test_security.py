@@ -79,3 +79,60 @@ def test_deploy_checks_pass_with_production_settings():
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- login throttling ---------------------------------------------------------------------------
+
+RIGHT = "correct-horse-battery"
+
+
+def sign_in(client, username="alice", password=RIGHT, address="127.0.0.1"):
+    return client.post("/login/", {"username": username, "password": password}, REMOTE_ADDR=address)
+
+
+def fail_sign_ins(client, times, **who):
+    return [sign_in(client, password="wrong", **who).status_code for _ in range(times)]
+
+
+def test_repeated_wrong_passwords_lock_the_login_out(client, user, settings):
+    limit = settings.AXES_FAILURE_LIMIT
+
+    statuses = fail_sign_ins(client, limit + 3)
+
+    assert statuses[: limit - 1] == [200] * (limit - 1), "the first failures are answered normally"
+    assert statuses[limit - 1 :] == [429] * 4
+    locked = sign_in(client)
+    assert locked.status_code == 429, "the right password is refused while locked out"
+    assert int(locked["Retry-After"]) == settings.AXES_COOLOFF_TIME.total_seconds()
+    assert "Too many failed sign-ins" in locked.content.decode()
+    assert "_auth_user_id" not in client.session
+
+
+def test_a_lockout_is_per_username_and_address(client, user, other_user, settings):
+    fail_sign_ins(client, settings.AXES_FAILURE_LIMIT)
+
+    assert sign_in(client).status_code == 429
+    assert sign_in(client, username="mallory").status_code == 302
+    client.post("/logout/")
+    assert sign_in(client, address="127.0.0.2").status_code == 302
+
+
+def test_resetting_the_username_unlocks_it(client, user, settings):
+    from django.core.management import call_command
+
+    fail_sign_ins(client, settings.AXES_FAILURE_LIMIT)
+    assert sign_in(client).status_code == 429
+
+    call_command("axes_reset_username", "alice")
+
+    assert sign_in(client).status_code == 302
+
+
+def test_a_successful_login_resets_the_count(client, user, settings):
+    almost = settings.AXES_FAILURE_LIMIT - 1
+    fail_sign_ins(client, almost)
+    assert sign_in(client).status_code == 302
+    client.post("/logout/")
+
+    assert fail_sign_ins(client, almost) == [200] * almost
+    assert sign_in(client).status_code == 302
