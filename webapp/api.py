@@ -13,7 +13,7 @@ from uuid import UUID
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
-from ninja import Field, NinjaAPI, Query, Schema, Status
+from ninja import Field, NinjaAPI, Query, Schema, Status, Swagger
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer, SessionAuth
 from pydantic import ConfigDict
@@ -63,11 +63,18 @@ def signed_in(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     return guarded
 
 
+class DocsPage(Swagger):
+    """ninja's Swagger UI, in a page that also says when results are simulated."""
+
+    template = "api/docs.html"
+
+
 api = NinjaAPI(
     title="aijobs",
     version="1",
     description="Summarize, classify and extract jobs run on Claude; submit, then poll.",
     auth=[BearerToken(), SessionAuth()],
+    docs=DocsPage(),
     docs_decorator=signed_in,
     urls_namespace="api",
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -136,3 +137,35 @@ def test_a_successful_login_resets_the_count(client, user, settings):
 
     assert fail_sign_ins(client, almost) == [200] * almost
     assert sign_in(client).status_code == 302
+
+
+# --- Content-Security-Policy --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/", "/jobs/new", "/usage", "/tokens", "/api/v1/docs", "/login/"])
+def test_every_page_and_the_api_docs_carry_a_strict_content_security_policy(client, user, path):
+    client.force_login(user)
+
+    policy = client.get(path, follow=True).headers["Content-Security-Policy"]
+
+    directives = dict(part.strip().split(" ", 1) for part in policy.split(";"))
+    assert directives["default-src"] == "'self'"
+    assert directives["script-src"] == "'self'"
+    assert directives["style-src"] == "'self'", "no inline style, no style attributes"
+    assert directives["object-src"] == "'none'"
+    assert directives["frame-ancestors"] == "'none'"
+
+
+def test_no_template_has_an_inline_script_style_or_handler():
+    """The policy would block them: values go through data attributes, <meter> or SVG."""
+    inline = re.compile(
+        r"<style|\sstyle=|\son[a-z]+=|<script(?![^>]*\s(?:src|type=\"application/json\"))"
+    )
+    templates = sorted((ROOT / "webapp" / "templates").rglob("*.html"))
+
+    found = [
+        f"{path.name}: {m.group()}" for path in templates for m in inline.finditer(path.read_text())
+    ]
+
+    assert templates
+    assert found == []

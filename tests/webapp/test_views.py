@@ -390,8 +390,7 @@ def test_a_classify_result_shows_labels_with_a_confidence_bar(web, user):
 
     html = web.get(reverse("job_detail", args=[job.id])).content.decode()
 
-    assert 'aria-valuenow="87"' in html
-    assert 'style="width: 87%"' in html
+    assert '<meter class="meter" min="0" max="100" value="87" aria-label="Confidence">' in html
     assert '<span class="chip chip-muted">sports</span>' in html
 
 
@@ -537,7 +536,8 @@ def test_the_usage_page_charts_tokens_and_cost_per_day_and_kind(web, user):
     html = web.get(reverse("usage")).content.decode()
 
     assert html.count('<svg class="chart-svg"') == 2
-    assert html.count('class="fill-input"') >= 2, "the day's bar and the kind's bar"
+    assert 'class="fill-input"' in html, "the day's bar"
+    assert '<meter class="hbar hbar-input" min="0" max="100" value="100.0"' in html, "the kind's"
     assert "2,300" in html
     assert "Summarize" in html
     assert "Extract" in html
@@ -557,11 +557,30 @@ def test_the_usage_period_can_be_chosen(web, days):
 SIMULATED = "Results come from the Claude simulator, not Claude"
 
 
-def test_the_simulated_banner_shows_on_every_page_when_simulated(web, settings):
+def test_the_simulated_banner_shows_on_every_page_when_simulated(web, user, settings):
     settings.AIJOBS_SIMULATED = True
+    job = submit(user)
 
-    for name in ("job_list", "job_new", "usage", "tokens"):
-        assert SIMULATED in web.get(reverse(name)).content.decode()
+    pages = [reverse(name) for name in ("job_list", "job_new", "usage", "tokens")]
+    for url in [*pages, reverse("job_detail", args=[job.id]), "/api/v1/docs"]:
+        assert SIMULATED in web.get(url).content.decode(), url
+
+
+@pytest.mark.parametrize(
+    ("simulated", "said", "not_said"),
+    [
+        (True, "The Claude simulator is working on it (simulated mode).", "Claude is working"),
+        (False, "Claude is working on it.", "simulator"),
+    ],
+)
+def test_a_running_job_says_who_is_working_on_it(web, user, settings, simulated, said, not_said):
+    settings.AIJOBS_SIMULATED = simulated
+    job = services.job_claim(job_id=submit(user).id).job
+
+    result = web.get(reverse("job_detail_live", args=[job.id])).content.decode()
+
+    assert said in result
+    assert not_said not in result
 
 
 def test_the_simulated_banner_shows_on_the_login_page(client, settings):
@@ -574,6 +593,7 @@ def test_no_simulated_banner_with_the_real_claude(web, settings):
     settings.AIJOBS_SIMULATED = False
 
     assert "Claude simulator" not in web.get("/").content.decode()
+    assert "Claude simulator" not in web.get("/api/v1/docs").content.decode()
 
 
 @pytest.mark.parametrize("name", ["app.css", "app.js", "job-form.js", "favicon.svg"])
