@@ -52,13 +52,19 @@ class BearerToken(HttpBearer):
 
 
 def signed_in(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """The schema and docs pages, for a logged-in user or a valid token; others go to login."""
+    """The schema and docs pages, for a logged-in user or a valid token.
+
+    Without either, a browser (it asks for HTML) goes to the login page; a program gets the
+    API's own 401, as from every other endpoint.
+    """
 
     @wraps(view)
     def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if request.user.is_authenticated or BearerToken()(request) is not None:
             return view(request, *args, **kwargs)
-        return redirect_to_login(request.get_full_path())
+        if "text/html" in request.headers.get("Accept", ""):
+            return redirect_to_login(request.get_full_path())
+        return on_unauthenticated(request, AuthenticationError())
 
     return guarded
 
@@ -378,6 +384,9 @@ def _body_relative(loc: list[Any]) -> list[Any]:
 
 @api.exception_handler(ValidationError)
 def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    # A path that names no job (a malformed id) is a missing job, not a bad request.
+    if any(tuple(error["loc"][:1]) == ("path",) for error in exc.errors):
+        return on_http_error(request, HttpError(404, "no such job"))
     details = [
         {"loc": _body_relative(error["loc"]), "msg": error["msg"], "type": error["type"]}
         for error in exc.errors

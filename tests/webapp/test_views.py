@@ -606,6 +606,15 @@ def test_the_static_files_are_served_with_debug_off(client, settings, name):
     assert response.get("Last-Modified"), "so browsers can revalidate instead of refetching"
 
 
+@pytest.mark.parametrize("name", ["job_new", "usage", "tokens"])
+def test_a_page_with_a_trailing_slash_opens_the_page(web, name):
+    response = web.get(f"{reverse(name)}/", {"days": "7"}, follow=True)
+
+    assert response.status_code == 200
+    assert response.redirect_chain == [(f"{reverse(name)}?days=7", 302)]
+    assert response.resolver_match.url_name == name
+
+
 def test_jobs_redirects_to_the_list_keeping_the_filters(web):
     response = web.get("/jobs?status=failed")
 
