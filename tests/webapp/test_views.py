@@ -484,18 +484,25 @@ def test_a_field_error_echoing_input_is_escaped(web):
 
 
 def test_creating_a_token_shows_it_once_and_stores_only_its_hash(web, user):
-    response = web.post(reverse("tokens"), {"name": "nightly import"})
+    created = web.post(reverse("tokens"), {"name": "nightly import"})
+    assert created.status_code == 302, "Post/Redirect/Get: a reload resends no POST"
+    assert created["Location"] == reverse("tokens")
+
+    response = web.get(created["Location"])
 
     html = response.content.decode()
     raw = re.search(r'id="new-token" type="text" value="(aij_[^"]+)"', html).group(1)
     token = ApiToken.objects.get(user=user)
+    assert "Token “nightly import” created" in html
     assert "be shown again" in html
     assert response["Cache-Control"].startswith("max-age=0")
     assert token.name == "nightly import"
     assert token.digest == hashlib.sha256(raw.encode()).hexdigest()
     assert raw not in {token.digest, token.prefix}
-    assert raw not in web.get(reverse("tokens")).content.decode()
-    assert token.prefix in web.get(reverse("tokens")).content.decode()
+    reloaded = web.get(reverse("tokens")).content.decode()
+    assert raw not in reloaded
+    assert token.prefix in reloaded
+    assert ApiToken.objects.count() == 1
 
 
 def test_a_token_needs_a_name(web):
