@@ -316,6 +316,12 @@ def test_the_usage_page_charts_tokens_and_cost(page, history, snap):
     expect(page.locator(".kind-usage-row")).to_have_count(4)
     snap(page, "usage")
 
+    page.get_by_text("Daily numbers").click()
+    total = page.locator(".daily tfoot tr")
+    expect(total).to_contain_text("Total")
+    expect(total.locator("td").nth(5)).to_have_text(page.locator(".stat-value").first.inner_text())
+    snap(page, "usage-daily")
+
     page.get_by_role("link", name="7 days").click()
     expect(charts.first.locator("rect.fill-input")).to_have_count(7)
 
@@ -327,6 +333,7 @@ def test_the_usage_page_charts_tokens_and_cost(page, history, snap):
 # readers only (clipped to nothing). Anything else wider than its box is clipped or spills
 # over its neighbours. A table scrolls sideways only on a phone: on a desktop it fits.
 OVERFLOWS = """(phone) => {
+  for (const details of document.querySelectorAll("details")) details.open = true;
   const deliberate = (el, style) =>
     (["auto", "scroll"].includes(style.overflowX) && (phone || !el.matches(".table-scroll"))) ||
     el.matches("input, textarea, select") ||

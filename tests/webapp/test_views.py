@@ -550,6 +550,51 @@ def test_the_usage_page_charts_tokens_and_cost_per_day_and_kind(web, user):
     assert "Extract" in html
 
 
+def test_the_usage_totals_add_up_with_the_cache_tokens(web, user):
+    succeed(submit(user), {"summary": "S.", "key_points": ["K."]})
+    claimed = services.job_claim(
+        job_id=submit(user, "extract", schema=EXPECTED_INPUTS["extract"]["schema"]).id
+    ).job
+    record_call(claimed, attempt=1, usage=Usage(input_tokens=100, cache_creation_input_tokens=50))
+
+    html = web.get(reverse("usage")).content.decode()
+
+    # 1,200 + 300 + 800 from the summarize call, 100 + 50 from the extract one.
+    assert '<p class="stat-value">2,450</p>' in html
+    assert "1,300 input + 300 output + 50 cache write + 800 cache read" in html
+    footer = html[html.index("<tfoot>") : html.index("</tfoot>")]
+    cells = re.findall(r'<td class="num">([^<]+)</td>', footer)
+    assert cells[:6] == ["2", "1,300", "300", "50", "800", "2,450"]
+
+
+def test_the_usage_words_agree_with_their_numbers(web, user):
+    succeed(submit(user), {"summary": "S.", "key_points": ["K."]})
+    job = services.job_claim(job_id=submit(user, "classify", labels=["a", "b"]).id).job
+    for attempt in (1, 2):
+        record_call(job, attempt=attempt, usage=Usage(input_tokens=1))
+
+    html = web.get(reverse("usage")).content.decode()
+
+    assert '1<span class="unit"> call</span>' in html, "summarize"
+    assert '2<span class="unit"> calls</span>' in html, "classify"
+    assert '0<span class="unit"> calls</span>' in html, "extract"
+    assert '2<span class="unit"> tokens</span>' in html
+    assert '2,300<span class="unit"> tokens</span>' in html
+    assert '0<span class="unit"> tokens</span>' in html
+    assert "in 3 calls</title>" in html, "today's bar"
+    assert "in 0 calls</title>" in html, "an empty day"
+    assert re.search(r": 2,302 tokens \(Input 1,202 · ", html), "today's token bar"
+
+
+def test_a_job_with_one_token_says_token(web, user):
+    job = services.job_claim(job_id=submit(user).id).job
+    record_call(job, attempt=1, usage=Usage(output_tokens=1))
+
+    html = web.get(reverse("job_detail", args=[job.id])).content.decode()
+
+    assert '<span class="muted">1 token</span>' in html
+
+
 @pytest.mark.parametrize("days", ["7", "30", "bogus"])
 def test_the_usage_period_can_be_chosen(web, days):
     html = web.get(reverse("usage"), {"days": days}).content.decode()
