@@ -361,6 +361,10 @@ def every_page(user, history) -> list[str]:
     """The signed-in pages in every state worth seeing: jobs of each kind and status, tokens."""
     api_token_create(user=user, name="nightly import")
     api_token_revoke(token=api_token_create(user=user, name="old laptop")[0])
+    # The widest calls row: the retrying job's 429, with the longest outcome, and a request id.
+    ProviderCall.objects.filter(provider_request_id="").update(
+        provider_request_id=f"req_011CV{'9' * 25}", http_status=429, latency_ms=10_312
+    )
     jobs = Job.objects.filter(owner=user)
     shown = [jobs.filter(kind=kind, status="succeeded").first() for kind in KIND_NAMES]
     shown += [jobs.filter(status=status).first() for status in ("retrying", "running", "canceled")]
