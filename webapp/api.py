@@ -13,7 +13,7 @@ from uuid import UUID
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
-from ninja import Field, NinjaAPI, Query, Schema, Status
+from ninja import Field, NinjaAPI, Query, Schema, Status, Swagger
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer, SessionAuth
 from pydantic import AfterValidator, ConfigDict
@@ -52,15 +52,27 @@ class BearerToken(HttpBearer):
 
 
 def signed_in(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """The schema and docs pages, for a logged-in user or a valid token; others go to login."""
+    """The schema and docs pages, for a logged-in user or a valid token.
+
+    Without either, a browser (it asks for HTML) goes to the login page; a program gets the
+    API's own 401, as from every other endpoint.
+    """
 
     @wraps(view)
     def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if request.user.is_authenticated or BearerToken()(request) is not None:
             return view(request, *args, **kwargs)
-        return redirect_to_login(request.get_full_path())
+        if "text/html" in request.headers.get("Accept", ""):
+            return redirect_to_login(request.get_full_path())
+        return on_unauthenticated(request, AuthenticationError())
 
     return guarded
+
+
+class DocsPage(Swagger):
+    """ninja's Swagger UI, in a page that also says when results are simulated."""
+
+    template = "api/docs.html"
 
 
 api = NinjaAPI(
@@ -68,6 +80,7 @@ api = NinjaAPI(
     version="1",
     description="Summarize, classify and extract jobs run on Claude; submit, then poll.",
     auth=[BearerToken(), SessionAuth()],
+    docs=DocsPage(),
     docs_decorator=signed_in,
     urls_namespace="api",
 )
@@ -378,6 +391,9 @@ def _body_relative(loc: list[Any]) -> list[Any]:
 
 @api.exception_handler(ValidationError)
 def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    # A path that names no job (a malformed id) is a missing job, not a bad request.
+    if any(tuple(error["loc"][:1]) == ("path",) for error in exc.errors):
+        return on_http_error(request, HttpError(404, "no such job"))
     details = [
         {"loc": _body_relative(error["loc"]), "msg": error["msg"], "type": error["type"]}
         for error in exc.errors

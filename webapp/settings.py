@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from jobs import kinds
@@ -37,6 +39,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_results",
+    "axes",
+    "csp",
     # Serves the API docs page's Swagger UI from its own static files, not a CDN.
     "ninja",
     "jobs",
@@ -45,6 +49,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     # Serves static files from gunicorn, with compression and caching headers.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -53,6 +58,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so it sees the login view's answer and replaces it when the login is locked out.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "webapp.urls"
@@ -98,6 +105,30 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 
+# --- Login throttling (django-axes) -------------------------------------------
+# django-axes rather than the Redis limiter in jobs/ratelimit.py: that one paces a rate
+# (GCRA), while a lockout counts failures in a row, resets on success and needs an admin
+# unlock, all of which axes does, hooked into every authenticate() (the admin's login too).
+# Failures are counted per username and client address together, so someone guessing one
+# account's password is stopped without locking that user out everywhere, and another
+# user behind the same address still signs in. Behind a proxy the address is the proxy's
+# (REMOTE_ADDR: forwarded headers can be forged), which makes the count per username.
+# Unlock: `python manage.py axes_reset_username NAME` (or axes_reset_ip_username IP NAME,
+# or axes_reset for everyone), or delete the user's row under Axes > Access attempts in
+# the admin. The cooldown ends a lockout by itself; a failure during it starts it again.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("AIJOBS_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AIJOBS_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# The lockout is the login page again, saying why and for how long (429, Retry-After).
+AXES_LOCKOUT_CALLABLE = "webapp.views.auth.locked_out"
+# Axes would also keep a row per successful login, a table nothing here prunes or reads.
+AXES_DISABLE_ACCESS_LOG = True
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = False
@@ -125,6 +156,25 @@ SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # The health check is for load balancers, which probe over plain http.
 SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$"]
 SESSION_COOKIE_HTTPONLY = True
+
+# Only this site's own files run, style or load: no inline script, style element or style
+# attribute (values a template must set go through app.js or SVG attributes), no plugins,
+# no framing. The API docs' Swagger UI is served from ninja's static files and fits too;
+# its stylesheet draws a few icons from data: URIs.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 LOGGING = {
     "version": 1,

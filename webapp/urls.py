@@ -2,11 +2,17 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import URLPattern, path
 from django.views.generic import RedirectView
 
 from webapp.api import api
 from webapp.views import jobs, tokens, usage
+
+
+def slashed(route: str, name: str) -> URLPattern:
+    """`route/` sends to `route`: a page typed or linked with a trailing slash still opens."""
+    return path(f"{route}/", RedirectView.as_view(pattern_name=name, query_string=True))
+
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -23,10 +29,13 @@ urlpatterns = [
     path("jobs", RedirectView.as_view(pattern_name="job_list", query_string=True)),
     path("jobs/live", jobs.job_list_live, name="job_list_live"),
     path("jobs/new", jobs.job_new, name="job_new"),
+    slashed("jobs/new", "job_new"),
     path("jobs/<uuid:job_id>", jobs.job_detail, name="job_detail"),
     path("jobs/<uuid:job_id>/live", jobs.job_detail_live, name="job_detail_live"),
     path("jobs/<uuid:job_id>/cancel", jobs.job_cancel, name="job_cancel"),
     path("usage", usage.usage, name="usage"),
+    slashed("usage", "usage"),
     path("tokens", tokens.token_list, name="tokens"),
+    slashed("tokens", "tokens"),
     path("tokens/<int:token_id>/revoke", tokens.token_revoke, name="token_revoke"),
 ]

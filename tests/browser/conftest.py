@@ -29,6 +29,17 @@ CHROMIUM_ARGS = [
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 SCREENSHOTS = pytest.StashKey[Path]()
+# Runs before each document's own scripts, so every Content-Security-Policy violation of the
+# page (an inline style attribute is reported while the HTML is parsed) is kept.
+WATCH_CSP = """
+window.cspViolations = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.cspViolations.push(
+    `${event.violatedDirective} blocked ${event.blockedURI || "inline"} ` +
+      `(${event.sourceFile || location.pathname}:${event.lineNumber})`
+  );
+});
+"""
 
 Snap = Callable[..., None]
 
@@ -58,6 +69,7 @@ def anonymous_page(chromium, live_server, settings):
     settings.AIJOBS_SIMULATED = True
     context = chromium.new_context(viewport=DESKTOP, base_url=live_server.url)
     context.grant_permissions(["clipboard-read", "clipboard-write"])
+    context.add_init_script(WATCH_CSP)
     page = context.new_page()
     page.on("dialog", lambda dialog: dialog.accept())
     yield page
@@ -73,6 +85,17 @@ def page(anonymous_page, live_server, user, client, settings):
         [{"name": settings.SESSION_COOKIE_NAME, "value": cookie, "url": live_server.url}]
     )
     return anonymous_page
+
+
+@pytest.fixture
+def console_errors(anonymous_page) -> list[str]:
+    """Errors the page logs (a CSP refusal is one) or throws, from now on."""
+    errors: list[str] = []
+    anonymous_page.on(
+        "console", lambda message: errors.append(message.text) if message.type == "error" else None
+    )
+    anonymous_page.on("pageerror", lambda error: errors.append(str(error)))
+    return errors
 
 
 @pytest.fixture(scope="session")

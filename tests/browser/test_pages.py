@@ -5,6 +5,7 @@ Each main page is also saved as a full-page screenshot at desktop and phone widt
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from datetime import timedelta
@@ -15,8 +16,10 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from jobs import kinds, services
-from jobs.models import Job, Outcome, ProviderCall
+from jobs.models import ApiToken, Job, Outcome, ProviderCall
+from jobs.tokens import api_token_create, api_token_revoke
 from jobs.usage import Usage
+from tests.browser.conftest import DESKTOP, PHONE
 from tests.helpers import record_call, unique
 from tests.integration.harness import wait_for
 from tests.kinds import every_kind, example_input, example_output, stored_input
@@ -164,8 +167,12 @@ def test_a_token_is_shown_once_copied_and_revoked(page, snap):
     assert page.evaluate("navigator.clipboard.readText()") == raw
     snap(page, "tokens-created")
 
-    page.goto("/tokens")
+    # The POST was redirected: a reload fetches the page again, shows the secret no more
+    # and creates nothing.
+    page.reload()
+    expect(page.get_by_role("heading", name="Your tokens")).to_be_visible()
     assert raw not in page.content()
+    assert ApiToken.objects.count() == 1
     page.get_by_label("Token name").fill("ci pipeline")
     page.get_by_role("button", name="Create token").click()
     page.get_by_role("row", name=re.compile("nightly import")).get_by_role(
@@ -197,7 +204,13 @@ def history(user):
             Job.objects.filter(pk=job.pk).update(
                 created_at=when, started_at=when, finished_at=when + timedelta(seconds=3)
             )
-            ProviderCall.objects.filter(job=job).update(created_at=when)
+            # As the real API answers: a request id as long as Anthropic's, a status, a latency.
+            ProviderCall.objects.filter(job=job).update(
+                created_at=when,
+                provider_request_id=f"req_011CV{rng.getrandbits(100):025x}",
+                http_status=200,
+                latency_ms=rng.randint(800, 9000),
+            )
     _unfinished_jobs(user)
 
 
@@ -273,5 +286,112 @@ def test_the_usage_page_charts_tokens_and_cost(page, history, snap):
     expect(page.locator(".kind-usage-row")).to_have_count(4)
     snap(page, "usage")
 
+    page.get_by_text("Daily numbers").click()
+    total = page.locator(".daily tfoot tr")
+    expect(total).to_contain_text("Total")
+    expect(total.locator("td").nth(5)).to_have_text(page.locator(".stat-value").first.inner_text())
+    snap(page, "usage-daily")
+
     page.get_by_role("link", name="7 days").click()
     expect(charts.first.locator("rect.fill-input")).to_have_count(7)
+
+
+# --- every page: the Content-Security-Policy, and nothing wider than its box --------------------
+
+# Elements whose content may be wider than they are: scroll containers, form controls (their
+# text scrolls inside), text cut short on purpose with an ellipsis, and text for screen
+# readers only (clipped to nothing). Anything else wider than its box is clipped or spills
+# over its neighbours. A table scrolls sideways only on a phone: on a desktop it fits.
+OVERFLOWS = """(phone) => {
+  for (const details of document.querySelectorAll("details")) details.open = true;
+  const deliberate = (el, style) =>
+    (["auto", "scroll"].includes(style.overflowX) && (phone || !el.matches(".table-scroll"))) ||
+    el.matches("input, textarea, select") ||
+    (style.textOverflow === "ellipsis" && style.overflowX !== "visible") ||
+    style.clip === "rect(0px, 0px, 0px, 0px)";
+  const name = (el) =>
+    el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") +
+    [...el.classList].map((c) => "." + c).join("");
+  const found = [];
+  for (const el of document.body.querySelectorAll("*")) {
+    if (el.scrollWidth <= el.clientWidth || deliberate(el, getComputedStyle(el))) continue;
+    found.push(`${name(el.parentElement)} > ${name(el)}: ${el.scrollWidth} > ${el.clientWidth}`);
+  }
+  const root = document.documentElement;
+  if (root.scrollWidth > root.clientWidth) {
+    found.push(`the page scrolls sideways: ${root.scrollWidth} > ${root.clientWidth}`);
+  }
+  return found;
+}"""
+DOCS = "/api/v1/docs"
+
+
+@pytest.fixture
+def every_page(user, history) -> list[str]:
+    """The signed-in pages in every state worth seeing: jobs of each kind and status, tokens."""
+    api_token_create(user=user, name="nightly import")
+    api_token_revoke(token=api_token_create(user=user, name="old laptop")[0])
+    # The widest calls row: the retrying job's 429, with the longest outcome, and a request id.
+    ProviderCall.objects.filter(provider_request_id="").update(
+        provider_request_id=f"req_011CV{'9' * 25}", http_status=429, latency_ms=10_312
+    )
+    jobs = Job.objects.filter(owner=user)
+    shown = [jobs.filter(kind=kind, status="succeeded").first() for kind in kinds.names()]
+    shown += [jobs.filter(status=status).first() for status in ("retrying", "running", "canceled")]
+    return [
+        "/",
+        "/?status=retrying",
+        *(f"/jobs/{job.id}" for job in shown),
+        *(f"/jobs/new?kind={kind}" for kind in kinds.names()),
+        "/usage",
+        "/usage?days=30",
+        "/tokens",
+    ]
+
+
+def created_token(page) -> None:
+    page.goto("/tokens")
+    page.get_by_label("Token name").fill("a token with a rather long name for a narrow screen")
+    page.get_by_role("button", name="Create token").click()
+    expect(page.locator("#new-token")).to_be_visible()
+
+
+def test_no_page_breaks_the_content_security_policy(page, every_page, console_errors, snap):
+    visited = {}
+    for url in [*every_page, DOCS]:
+        page.goto(url)
+        if url == DOCS:
+            # Swagger UI drew the operations: its scripts and styles ran under the policy.
+            expect(page.locator(".swagger-ui .opblock").first).to_be_visible()
+            expect(page.get_by_text("Results come from the Claude simulator")).to_be_visible()
+            snap(page, "api-docs")
+        visited[url] = page.evaluate("window.cspViolations")
+    created_token(page)
+    visited["/tokens (created)"] = page.evaluate("window.cspViolations")
+    page.context.clear_cookies()
+    page.goto("/login/")
+    visited["/login/"] = page.evaluate("window.cspViolations")
+
+    assert page.evaluate("window.cspViolations") is not None, "the watcher ran"
+    assert {url: found for url, found in visited.items() if found} == {}
+    assert console_errors == []
+
+
+@pytest.mark.parametrize("size", [PHONE, DESKTOP], ids=["phone", "desktop"])
+def test_no_page_is_wider_than_its_box(page, every_page, size, screenshot_dir):
+    page.set_viewport_size(size)
+    found = {}
+    for url in every_page:
+        page.goto(url)
+        found[url] = page.evaluate(OVERFLOWS, size == PHONE)
+    called = every_page[every_page.index("/?status=retrying") + 1]
+    page.goto(called)
+    page.screenshot(path=screenshot_dir / f"job-calls-{size['width']}.png", full_page=True)
+    created_token(page)
+    found["/tokens (created)"] = page.evaluate(OVERFLOWS, size == PHONE)
+    page.context.clear_cookies()
+    page.goto("/login/")
+    found["/login/"] = page.evaluate(OVERFLOWS, size == PHONE)
+
+    problems = {url: problems for url, problems in found.items() if problems}
+    assert not problems, json.dumps(problems, indent=1)

@@ -169,6 +169,24 @@ def test_another_users_job_is_indistinguishable_from_a_missing_one(call, client,
     assert Job.objects.get(pk=job_id).status == "queued"
 
 
+def job_routes() -> list[tuple[str, str]]:
+    from webapp.api import api
+
+    paths = api.get_openapi_schema()["paths"]
+    return [(method, path) for path, item in paths.items() if "{job_id}" in path for method in item]
+
+
+@pytest.mark.parametrize(("method", "path"), job_routes())
+@pytest.mark.parametrize("job_id", ["not-a-uuid", "12345", f"{uuid4()}0"])
+def test_a_malformed_job_id_is_a_missing_job(call, method, path, job_id):
+    missing = call(method.upper(), path.removeprefix("/api/v1").replace("{job_id}", str(uuid4())))
+    malformed = call(method.upper(), path.removeprefix("/api/v1").replace("{job_id}", job_id))
+
+    assert malformed.status_code == missing.status_code == 404
+    assert malformed.json() == missing.json()
+    assert error_code(malformed) == "not_found"
+
+
 def test_replayed_key_returns_the_same_job(call):
     first = call("POST", "/jobs", SUMMARIZE, **{"Idempotency-Key": "order-42"})
     again = call("POST", "/jobs", SUMMARIZE, **{"Idempotency-Key": "order-42"})
@@ -328,8 +346,14 @@ def test_health_needs_no_token(client):
 
 
 def test_openapi_schema_and_docs_need_a_user(client, token):
-    assert client.get("/api/v1/docs")["Location"].startswith("/login/")
-    assert client.get("/api/v1/openapi.json").status_code == 302
+    browser = {"HTTP_ACCEPT": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    assert client.get("/api/v1/docs", **browser)["Location"].startswith("/login/")
+    assert client.get("/api/v1/openapi.json", **browser)["Location"].startswith("/login/")
+    for program in ({}, {"HTTP_ACCEPT": "application/json"}):
+        response = client.get("/api/v1/openapi.json", **program)
+        assert response.status_code == 401
+        assert error_code(response) == "unauthenticated"
+        assert response["WWW-Authenticate"] == "Bearer"
     as_user = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
     schema = client.get("/api/v1/openapi.json", **as_user).json()
     assert "/api/v1/jobs" in schema["paths"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -79,3 +80,92 @@ def test_deploy_checks_pass_with_production_settings():
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- login throttling ---------------------------------------------------------------------------
+
+RIGHT = "correct-horse-battery"
+
+
+def sign_in(client, username="alice", password=RIGHT, address="127.0.0.1"):
+    return client.post("/login/", {"username": username, "password": password}, REMOTE_ADDR=address)
+
+
+def fail_sign_ins(client, times, **who):
+    return [sign_in(client, password="wrong", **who).status_code for _ in range(times)]
+
+
+def test_repeated_wrong_passwords_lock_the_login_out(client, user, settings):
+    limit = settings.AXES_FAILURE_LIMIT
+
+    statuses = fail_sign_ins(client, limit + 3)
+
+    assert statuses[: limit - 1] == [200] * (limit - 1), "the first failures are answered normally"
+    assert statuses[limit - 1 :] == [429] * 4
+    locked = sign_in(client)
+    assert locked.status_code == 429, "the right password is refused while locked out"
+    assert int(locked["Retry-After"]) == settings.AXES_COOLOFF_TIME.total_seconds()
+    assert "Too many failed sign-ins" in locked.content.decode()
+    assert "_auth_user_id" not in client.session
+
+
+def test_a_lockout_is_per_username_and_address(client, user, other_user, settings):
+    fail_sign_ins(client, settings.AXES_FAILURE_LIMIT)
+
+    assert sign_in(client).status_code == 429
+    assert sign_in(client, username="mallory").status_code == 302
+    client.post("/logout/")
+    assert sign_in(client, address="127.0.0.2").status_code == 302
+
+
+def test_resetting_the_username_unlocks_it(client, user, settings):
+    from django.core.management import call_command
+
+    fail_sign_ins(client, settings.AXES_FAILURE_LIMIT)
+    assert sign_in(client).status_code == 429
+
+    call_command("axes_reset_username", "alice")
+
+    assert sign_in(client).status_code == 302
+
+
+def test_a_successful_login_resets_the_count(client, user, settings):
+    almost = settings.AXES_FAILURE_LIMIT - 1
+    fail_sign_ins(client, almost)
+    assert sign_in(client).status_code == 302
+    client.post("/logout/")
+
+    assert fail_sign_ins(client, almost) == [200] * almost
+    assert sign_in(client).status_code == 302
+
+
+# --- Content-Security-Policy --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/", "/jobs/new", "/usage", "/tokens", "/api/v1/docs", "/login/"])
+def test_every_page_and_the_api_docs_carry_a_strict_content_security_policy(client, user, path):
+    client.force_login(user)
+
+    policy = client.get(path, follow=True).headers["Content-Security-Policy"]
+
+    directives = dict(part.strip().split(" ", 1) for part in policy.split(";"))
+    assert directives["default-src"] == "'self'"
+    assert directives["script-src"] == "'self'"
+    assert directives["style-src"] == "'self'", "no inline style, no style attributes"
+    assert directives["object-src"] == "'none'"
+    assert directives["frame-ancestors"] == "'none'"
+
+
+def test_no_template_has_an_inline_script_style_or_handler():
+    """The policy would block them: values go through data attributes, <meter> or SVG."""
+    inline = re.compile(
+        r"<style|\sstyle=|\son[a-z]+=|<script(?![^>]*\s(?:src|type=\"application/json\"))"
+    )
+    templates = sorted((ROOT / "webapp" / "templates").rglob("*.html"))
+
+    found = [
+        f"{path.name}: {m.group()}" for path in templates for m in inline.finditer(path.read_text())
+    ]
+
+    assert templates
+    assert found == []

@@ -426,8 +426,7 @@ def test_a_classify_result_shows_labels_with_a_confidence_bar(web, user):
 
     html = web.get(reverse("job_detail", args=[job.id])).content.decode()
 
-    assert 'aria-valuenow="87"' in html
-    assert 'style="width: 87%"' in html
+    assert '<meter class="meter" min="0" max="100" value="87" aria-label="Confidence">' in html
     assert '<span class="chip chip-muted">sports</span>' in html
 
 
@@ -510,18 +509,25 @@ def test_a_field_error_echoing_input_is_escaped(web):
 
 
 def test_creating_a_token_shows_it_once_and_stores_only_its_hash(web, user):
-    response = web.post(reverse("tokens"), {"name": "nightly import"})
+    created = web.post(reverse("tokens"), {"name": "nightly import"})
+    assert created.status_code == 302, "Post/Redirect/Get: a reload resends no POST"
+    assert created["Location"] == reverse("tokens")
+
+    response = web.get(created["Location"])
 
     html = response.content.decode()
     raw = re.search(r'id="new-token" type="text" value="(aij_[^"]+)"', html).group(1)
     token = ApiToken.objects.get(user=user)
+    assert "Token “nightly import” created" in html
     assert "be shown again" in html
     assert response["Cache-Control"].startswith("max-age=0")
     assert token.name == "nightly import"
     assert token.digest == hashlib.sha256(raw.encode()).hexdigest()
     assert raw not in {token.digest, token.prefix}
-    assert raw not in web.get(reverse("tokens")).content.decode()
-    assert token.prefix in web.get(reverse("tokens")).content.decode()
+    reloaded = web.get(reverse("tokens")).content.decode()
+    assert raw not in reloaded
+    assert token.prefix in reloaded
+    assert ApiToken.objects.count() == 1
 
 
 def test_a_token_needs_a_name(web):
@@ -562,10 +568,56 @@ def test_the_usage_page_charts_tokens_and_cost_per_day_and_kind(web, user):
     html = web.get(reverse("usage")).content.decode()
 
     assert html.count('<svg class="chart-svg"') == 2
-    assert html.count('class="fill-input"') >= 2, "the day's bar and the kind's bar"
+    assert 'class="fill-input"' in html, "the day's bar"
+    assert '<meter class="hbar hbar-input" min="0" max="100" value="100.0"' in html, "the kind's"
     assert "2,300" in html
     assert "Summarize" in html
     assert "Extract" in html
+
+
+def test_the_usage_totals_add_up_with_the_cache_tokens(web, user):
+    succeed(submit(user), {"summary": "S.", "key_points": ["K."]})
+    claimed = services.job_claim(
+        job_id=submit(user, "extract", schema=example_input("extract")["schema"]).id
+    ).job
+    record_call(claimed, attempt=1, usage=Usage(input_tokens=100, cache_creation_input_tokens=50))
+
+    html = web.get(reverse("usage")).content.decode()
+
+    # 1,200 + 300 + 800 from the summarize call, 100 + 50 from the extract one.
+    assert '<p class="stat-value">2,450</p>' in html
+    assert "1,300 input + 300 output + 50 cache write + 800 cache read" in html
+    footer = html[html.index("<tfoot>") : html.index("</tfoot>")]
+    cells = re.findall(r'<td class="num">([^<]+)</td>', footer)
+    assert cells[:6] == ["2", "1,300", "300", "50", "800", "2,450"]
+
+
+def test_the_usage_words_agree_with_their_numbers(web, user):
+    succeed(submit(user), {"summary": "S.", "key_points": ["K."]})
+    job = services.job_claim(job_id=submit(user, "classify", labels=["a", "b"]).id).job
+    for attempt in (1, 2):
+        record_call(job, attempt=attempt, usage=Usage(input_tokens=1))
+
+    html = web.get(reverse("usage")).content.decode()
+
+    assert '1<span class="unit"> call</span>' in html, "summarize"
+    assert '2<span class="unit"> calls</span>' in html, "classify"
+    assert '0<span class="unit"> calls</span>' in html, "extract"
+    assert '2<span class="unit"> tokens</span>' in html
+    assert '2,300<span class="unit"> tokens</span>' in html
+    assert '0<span class="unit"> tokens</span>' in html
+    assert "in 3 calls</title>" in html, "today's bar"
+    assert "in 0 calls</title>" in html, "an empty day"
+    assert re.search(r": 2,302 tokens \(Input 1,202 · ", html), "today's token bar"
+
+
+def test_a_job_with_one_token_says_token(web, user):
+    job = services.job_claim(job_id=submit(user).id).job
+    record_call(job, attempt=1, usage=Usage(output_tokens=1))
+
+    html = web.get(reverse("job_detail", args=[job.id])).content.decode()
+
+    assert '<span class="muted">1 token</span>' in html
 
 
 @pytest.mark.parametrize("days", ["7", "30", "bogus"])
@@ -582,11 +634,30 @@ def test_the_usage_period_can_be_chosen(web, days):
 SIMULATED = "Results come from the Claude simulator, not Claude"
 
 
-def test_the_simulated_banner_shows_on_every_page_when_simulated(web, settings):
+def test_the_simulated_banner_shows_on_every_page_when_simulated(web, user, settings):
     settings.AIJOBS_SIMULATED = True
+    job = submit(user)
 
-    for name in ("job_list", "job_new", "usage", "tokens"):
-        assert SIMULATED in web.get(reverse(name)).content.decode()
+    pages = [reverse(name) for name in ("job_list", "job_new", "usage", "tokens")]
+    for url in [*pages, reverse("job_detail", args=[job.id]), "/api/v1/docs"]:
+        assert SIMULATED in web.get(url).content.decode(), url
+
+
+@pytest.mark.parametrize(
+    ("simulated", "said", "not_said"),
+    [
+        (True, "The Claude simulator is working on it (simulated mode).", "Claude is working"),
+        (False, "Claude is working on it.", "simulator"),
+    ],
+)
+def test_a_running_job_says_who_is_working_on_it(web, user, settings, simulated, said, not_said):
+    settings.AIJOBS_SIMULATED = simulated
+    job = services.job_claim(job_id=submit(user).id).job
+
+    result = web.get(reverse("job_detail_live", args=[job.id])).content.decode()
+
+    assert said in result
+    assert not_said not in result
 
 
 def test_the_simulated_banner_shows_on_the_login_page(client, settings):
@@ -599,6 +670,7 @@ def test_no_simulated_banner_with_the_real_claude(web, settings):
     settings.AIJOBS_SIMULATED = False
 
     assert "Claude simulator" not in web.get("/").content.decode()
+    assert "Claude simulator" not in web.get("/api/v1/docs").content.decode()
 
 
 @pytest.mark.parametrize("name", ["app.css", "app.js", "job-form.js", "favicon.svg"])
@@ -609,6 +681,15 @@ def test_the_static_files_are_served_with_debug_off(client, settings, name):
 
     assert response.status_code == 200
     assert response.get("Last-Modified"), "so browsers can revalidate instead of refetching"
+
+
+@pytest.mark.parametrize("name", ["job_new", "usage", "tokens"])
+def test_a_page_with_a_trailing_slash_opens_the_page(web, name):
+    response = web.get(f"{reverse(name)}/", {"days": "7"}, follow=True)
+
+    assert response.status_code == 200
+    assert response.redirect_chain == [(f"{reverse(name)}?days=7", 302)]
+    assert response.resolver_match.url_name == name
 
 
 def test_jobs_redirects_to_the_list_keeping_the_filters(web):

@@ -13,25 +13,28 @@ from jobs import selectors
 from jobs.tokens import api_token_create, api_token_revoke
 from webapp.forms import TokenForm
 
+# The secret of a token just created, kept for the page the POST redirects to. Only a digest
+# is stored with the token, so the secret has to cross the redirect somehow: in the URL it
+# would land in history, logs and Referer headers, and a cookie of its own would sit in the
+# browser. The session is kept server-side (the database backend), holds it only between
+# the POST and the next GET of the page, which pops it, so a reload shows it no more.
+NEW_TOKEN_SESSION_KEY = "aijobs_new_api_token"
+
 
 @login_required
 @never_cache
 @require_http_methods(["GET", "POST"])
 def token_list(request: HttpRequest) -> HttpResponse:
-    """The tokens; a POST creates one and shows its secret in this response only.
-
-    The secret is never stored (only its digest is), so it is rendered straight from the POST
-    rather than carried through a redirect in the session or a cookie.
-    """
+    """The tokens; a POST creates one and redirects (so a reload creates no other) to this
+    page, which then shows the new secret once."""
     form = TokenForm(request.POST) if request.method == "POST" else TokenForm()
-    created = None
     if form.is_valid():
         token, raw = api_token_create(user=request.user, name=form.cleaned_data["name"])
-        created = {"token": token, "raw": raw}
-        form = TokenForm()
+        request.session[NEW_TOKEN_SESSION_KEY] = {"name": token.name, "raw": raw}
+        return redirect("tokens")
     context = {
         "form": form,
-        "created": created,
+        "created": request.session.pop(NEW_TOKEN_SESSION_KEY, None),
         "tokens": selectors.api_token_list(user=request.user),
         "api_base": request.build_absolute_uri("/api/v1"),
     }

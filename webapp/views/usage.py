@@ -9,6 +9,7 @@ from typing import Any
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.template.defaultfilters import pluralize
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
@@ -69,7 +70,7 @@ def _day_label(row: dict[str, Any]) -> str:
 def _token_chart(daily: list[dict[str, Any]]) -> Chart:
     def title(row: dict[str, Any]) -> str:
         parts = " · ".join(f"{s.label} {count(row[s.key])}" for s in TOKEN_SERIES)
-        return f"{_day_label(row)}: {count(total_tokens(row))} tokens ({parts})"
+        return f"{_day_label(row)}: {_counted(total_tokens(row), 'token')} ({parts})"
 
     return bar_chart(
         daily,
@@ -83,9 +84,14 @@ def _token_chart(daily: list[dict[str, Any]]) -> Chart:
 
 def _cost_chart(daily: list[dict[str, Any]]) -> Chart:
     def title(row: dict[str, Any]) -> str:
-        return f"{_day_label(row)}: {usd(row['cost_usd'])} in {count(row['calls'])} calls"
+        return f"{_day_label(row)}: {usd(row['cost_usd'])} in {_counted(row['calls'], 'call')}"
 
     return bar_chart(daily, COST_SERIES, label=_day_label, title=title, tick_label=_cost_tick)
+
+
+def _counted(number: int, noun: str) -> str:
+    """`1 call`, `2 calls`, `1,204 tokens`: the number and the noun agreeing with it."""
+    return f"{count(number)} {noun}{pluralize(number)}"
 
 
 def _cost_tick(value: float, step: float) -> str:
