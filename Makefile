@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install chromium test lint format demo clean
+.PHONY: install chromium test lint format demo token clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,8 +43,20 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# Other ports: make demo WEB_PORT=8001 FLOWER_PORT=5556
+WEB_PORT ?= 8000
+FLOWER_PORT ?= 5555
 demo: install
-	$(PY) -m devtools.servers run -- $(PY) -m devtools.demo
+	$(PY) -m devtools.servers run -- $(PY) -m devtools.demo \
+	  --web-port $(WEB_PORT) --flower-port $(FLOWER_PORT)
+
+# A new API token for another user (created if missing) of the running demo, alone on
+# stdout: TOKEN=$(make -s token API_USER=alice). The demo writes $(DEMO_DIR)/env while it runs.
+DEMO_DIR ?= .data/demo
+token:
+	@test -f $(DEMO_DIR)/env || { echo "make token: no demo is running (start one: make demo)" >&2; exit 1; }
+	@test -n "$(API_USER)" || { echo "make token: name the user: make token API_USER=alice" >&2; exit 1; }
+	@set -a && . $(DEMO_DIR)/env && set +a && $(PY) manage.py create_api_token '$(API_USER)' --create-user
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .ruff_cache
