@@ -1,6 +1,7 @@
 """The web UI in Chromium, on the real stack: a live server, a Celery worker, the simulator.
 
-Each main page is also saved as a full-page screenshot at desktop and phone widths.
+With AIJOBS_SCREENSHOTS set (`make screenshots`), each main page is also saved as a full-page
+screenshot at desktop and phone widths: the README's pictures.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from playwright.sync_api import expect
 from jobs import services
 from jobs.models import Job, Outcome, ProviderCall
 from jobs.usage import Usage
+from tests.browser.conftest import PHONE
 from tests.helpers import record_call, unique
 from tests.integration.harness import wait_for
 
@@ -75,15 +77,15 @@ def test_signing_in_leads_to_the_jobs_list(anonymous_page, user, snap):
     expect(page.get_by_text("No jobs yet")).to_be_visible()
 
 
-def test_the_nav_collapses_behind_a_menu_button_on_a_phone(page, screenshot_dir):
-    page.set_viewport_size({"width": 390, "height": 844})
+def test_the_nav_collapses_behind_a_menu_button_on_a_phone(page, snap):
+    page.set_viewport_size(PHONE)
     page.goto("/")
     usage_link = page.get_by_role("link", name="Usage")
     expect(usage_link).to_be_hidden()
 
     page.get_by_role("button", name="Menu").click()
     expect(usage_link).to_be_visible()
-    page.screenshot(path=screenshot_dir / "nav-open-phone.png")
+    snap(page, "nav-open", sizes=("phone",))
     usage_link.click()
 
     expect(page.get_by_role("heading", name="Usage")).to_be_visible()
