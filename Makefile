@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install chromium test lint format demo clean
+.PHONY: install chromium test lint format demo token screenshots pngquant clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,8 +43,34 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# Other ports: make demo WEB_PORT=8001 FLOWER_PORT=5556
+WEB_PORT ?= 8000
+FLOWER_PORT ?= 5555
 demo: install
-	$(PY) -m devtools.servers run -- $(PY) -m devtools.demo
+	$(PY) -m devtools.servers run -- $(PY) -m devtools.demo \
+	  --web-port $(WEB_PORT) --flower-port $(FLOWER_PORT)
+
+# A new API token for another user (created if missing) of the running demo, alone on
+# stdout: TOKEN=$(make -s token API_USER=alice). The demo writes $(DEMO_DIR)/env while it runs.
+DEMO_DIR ?= .data/demo
+token:
+	@test -f $(DEMO_DIR)/env || { echo "make token: no demo is running (start one: make demo)" >&2; exit 1; }
+	@test -n "$(API_USER)" || { echo "make token: name the user: make token API_USER=alice" >&2; exit 1; }
+	@set -a && . $(DEMO_DIR)/env && set +a && $(PY) manage.py create_api_token '$(API_USER)' --create-user
+
+# The README's screenshots, on demand only (never in make test): the browser tests on the
+# real stack, saving each page they visit into docs/screenshots/.
+screenshots: install chromium pngquant
+	rm -f docs/screenshots/*.png
+	AIJOBS_SCREENSHOTS=docs/screenshots $(PY) -m devtools.servers run -- $(PY) -m pytest tests/browser -q
+	@if command -v pngquant >/dev/null; then \
+	  pngquant --quality 65-90 --skip-if-larger --strip --force --ext .png docs/screenshots/*.png \
+	    || test $$? -ge 98; \
+	fi
+
+# Shrinks the screenshots about threefold (256 colours are plenty for the UI).
+pngquant:
+	$(call debian_package,pngquant,pngquant,screenshots are committed as Chromium saves them)
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .ruff_cache

@@ -3,7 +3,13 @@
 Run under `python -m devtools.servers run --`, which provides DATABASE_URL and
 REDIS_URL. Starts web (gunicorn), a Celery worker, beat, Flower (basic auth) and,
 without ANTHROPIC_API_KEY, the simulator; prints the URLs, the demo user's password
-and an API token; Ctrl-C (or SIGTERM) stops every process it started, by PID.
+and API token. Ctrl-C (or SIGTERM) stops every process it started, by PID; pressed
+again meanwhile, it is noted and the stopping goes on.
+
+The data directory (default .data/demo) keeps what a restart reuses: the secret key,
+the demo user's password and API token (so sessions and the token survive), the logs
+and beat's schedule. While the demo runs it also holds `env`, the settings a shell
+needs to reach the demo's database (`make token` sources it).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import contextlib
 import json
 import os
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -20,32 +27,85 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
 from devtools.claude_sim import url_from_banner
+from devtools.servers import stop_processes
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_DIR = ROOT / ".data" / "demo"
+DEFAULT_DATA_DIR = ROOT / ".data" / "demo"
+SECRET_KEY_FILE = "secret_key"
+PASSWORD_FILE = "password"
+TOKEN_FILE = "api-token"
+ENV_FILE = "env"
 DEMO_USER = "demo"
+DEMO_TOKEN_NAME = "demo"
+# What a shell next to the demo needs to run manage.py against the demo's database.
+SHELL_ENV_KEYS = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "CELERY_BROKER_URL",
+    "DJANGO_SETTINGS_MODULE",
+    "DJANGO_SECRET_KEY",
+    "DJANGO_HTTPS",
+    "AIJOBS_QUEUE",
+    "AIJOBS_REDIS_PREFIX",
+)
 READY_TIMEOUT = 90.0
 STOP_TIMEOUT = 20.0
+KILL_TIMEOUT = 5.0
 POLL_INTERVAL = 0.2
+# Shorter than STOP_TIMEOUT: gunicorn's default (30 s) would outlast it for a long poll.
+WEB_GRACEFUL_TIMEOUT = 5
 # Slow enough to watch a job go from queued to running to succeeded in the UI.
 DEFAULT_SIM_LATENCY_MS = 1500
 SIMULATED_KEY = "simulated-no-real-key"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass
 class Child:
     name: str
     proc: subprocess.Popen[bytes]
+    log: Path | None = None  # None: its errors go to our stderr
 
 
 class Stop(Exception):
-    """Raised by the signal handler: leave the main loop and stop everything."""
+    """A stop was requested: leave the start-up or the watch and stop everything."""
+
+
+class DemoError(Exception):
+    """The demo cannot go on (a child failed); the message says why and where to look."""
+
+
+class StopRequests:
+    """SIGINT and SIGTERM ask the demo to stop; the handler never raises.
+
+    The demo checks between steps (`check`), so no step is cut half-way (a child started
+    but not yet recorded), and stopping, which checks nothing, runs to its end: a second
+    Ctrl-C is only noted, and what outlives the deadline is killed.
+    """
+
+    def __init__(self) -> None:
+        self.received = 0
+
+    def install(self) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        self.received += 1
+        if self.received > 1:
+            # os.write, not print: a handler that prints while the main code prints raises.
+            note = f"demo: still stopping; what is left after {STOP_TIMEOUT:.0f} s is killed\n"
+            os.write(2, note.encode())
+
+    def check(self) -> None:
+        if self.received:
+            raise Stop
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -54,58 +114,82 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--flower-port", type=int, default=5555)
     parser.add_argument("--sim-latency-ms", type=int, default=DEFAULT_SIM_LATENCY_MS)
     parser.add_argument("--worker-concurrency", type=int, default=32)
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="default: %(default)s"
+    )
+    args = parser.parse_args(argv)
+    args.data_dir = args.data_dir.resolve()
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop = StopRequests()
+    stop.install()
     args = parse_args(argv)
-    for port in (args.web_port, args.flower_port):
-        if not port_free(port):
-            print(
-                f"demo: port {port} is in use; stop what holds it or pass another port",
-                file=sys.stderr,
-            )
-            return 1
-    DEMO_DIR.mkdir(parents=True, exist_ok=True)
-    (DEMO_DIR / "logs").mkdir(exist_ok=True)
-    signal.signal(signal.SIGINT, _raise_stop)
-    signal.signal(signal.SIGTERM, _raise_stop)
+    problem = port_problem(args)
+    if problem:
+        print(f"demo: {problem}", file=sys.stderr)
+        return 1
+    (args.data_dir / "logs").mkdir(parents=True, exist_ok=True)
     children: list[Child] = []
     try:
-        run_demo(args, children)
+        run_demo(args, children, stop)
     except Stop:
         print("\ndemo: stopping ...", flush=True)
+    except DemoError as error:
+        print(f"demo: {error}; stopping ...", file=sys.stderr, flush=True)
+        return 1
     finally:
         stop_all(children)
+        (args.data_dir / ENV_FILE).unlink(missing_ok=True)
     return 0
 
 
-def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise Stop
+def port_problem(args: argparse.Namespace) -> str | None:
+    """Why the web or Flower port can't be used, naming the way to choose another; or None."""
+    ports = {"web": args.web_port, "Flower": args.flower_port}
+    if args.web_port == args.flower_port:
+        return f"web and Flower would both use port {args.web_port}"
+    for name, port in ports.items():
+        if not port_free(port):
+            return (
+                f"port {port} ({name}) is in use on 127.0.0.1: stop what holds it, or choose "
+                "other ports: make demo WEB_PORT=8001 FLOWER_PORT=5556 (or pass --web-port "
+                "and --flower-port to python -m devtools.demo)"
+            )
+    return None
 
 
-def run_demo(args: argparse.Namespace, children: list[Child]) -> None:
+def run_demo(args: argparse.Namespace, children: list[Child], stop: StopRequests) -> None:
+    stop.check()
     env = demo_environment(args)
     if not os.environ.get("ANTHROPIC_API_KEY"):
         env["ANTHROPIC_BASE_URL"] = start_simulator(args, children, env)
-    manage(env, "migrate", "--noinput", "-v", "0")
-    manage(env, "collectstatic", "--noinput", "-v", "0")
-    password, token = create_demo_user(env)
+    for command in (("migrate", "--noinput"), ("collectstatic", "--noinput")):
+        manage(env, stop, *command, "-v", "0")
+    prepare = f"from devtools.demo import prepare_demo_user as p; p({str(args.data_dir)!r})"
+    manage(env, stop, "shell", "-v", "0", "-c", prepare)
+    password = (args.data_dir / PASSWORD_FILE).read_text().strip()
     env["FLOWER_BASIC_AUTH"] = f"{DEMO_USER}:{password}"
+    write_private(args.data_dir / ENV_FILE, shell_env(env))
     for name, command in service_commands(args).items():
-        children.append(start(name, command, env))
+        children.append(start(name, command, env, args.data_dir))
     web = f"http://127.0.0.1:{args.web_port}"
-    wait_until(lambda: workers_ready(web), "the web app to see a worker", children)
-    wait_until(lambda: not port_free(args.flower_port), "Flower to listen", children)
-    print_welcome(args, password, token, simulated="ANTHROPIC_BASE_URL" in env)
-    watch(children)
+    wait_until(lambda: workers_ready(web), "the web app to see a worker", stop, children)
+    wait_until(lambda: listening(args.flower_port), "Flower to listen", stop, children)
+    print_welcome(args, password, simulated="ANTHROPIC_BASE_URL" in env)
+    watch(children, stop)
 
 
 def demo_environment(args: argparse.Namespace) -> dict[str, str]:
+    secret = os.environ.get("DJANGO_SECRET_KEY") or read_or_create(
+        args.data_dir / SECRET_KEY_FILE, lambda: secrets.token_urlsafe(48)
+    )
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "webapp.settings",
-        "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY") or persistent_secret(),
+        # The same key every run, so sessions survive a restart of the demo.
+        "DJANGO_SECRET_KEY": secret,
         # Plain http on localhost: no https redirects, and cookies that come back.
         "DJANGO_HTTPS": "false",
         "AIJOBS_FLOWER_URL": f"http://127.0.0.1:{args.flower_port}",
@@ -115,13 +199,48 @@ def demo_environment(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
-def persistent_secret() -> str:
-    """One secret per checkout, so sessions survive a restart of the demo."""
-    path = DEMO_DIR / "secret_key"
+def read_or_create(path: Path, new: Callable[[], str]) -> str:
+    """The secret kept in path; a new one, written for the next run, if there is none."""
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
+        write_private(path, new())
     return path.read_text().strip()
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write text to path, readable by its owner only: it holds a secret."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+        file.write(text)
+    path.chmod(0o600)  # an older file keeps its mode through O_CREAT
+
+
+def shell_env(env: dict[str, str]) -> str:
+    lines = [f"{key}={shlex.quote(env[key])}" for key in SHELL_ENV_KEYS if env.get(key)]
+    return "".join(f"{line}\n" for line in lines)
+
+
+def prepare_demo_user(data_dir: str) -> None:
+    """Inside Django (`manage.py shell`): the staff user `demo`, with the password and API
+    token kept in data_dir, so a restart neither logs anyone out nor adds a token."""
+    from django.contrib.auth import get_user_model
+
+    from jobs.models import ApiToken
+    from jobs.tokens import api_token_authenticate, api_token_create, api_token_revoke
+
+    folder = Path(data_dir)
+    password = read_or_create(folder / PASSWORD_FILE, lambda: secrets.token_urlsafe(12))
+    user, _ = get_user_model().objects.get_or_create(username=DEMO_USER)
+    if not user.check_password(password):
+        # Only when it changed: a new hash (new salt) would end the sessions of the last run.
+        user.set_password(password)
+    user.is_staff = user.is_superuser = user.is_active = True
+    user.save()
+    token_path = folder / TOKEN_FILE
+    if token_path.exists() and api_token_authenticate(token_path.read_text().strip()) == user:
+        return
+    for old in ApiToken.objects.filter(user=user, name=DEMO_TOKEN_NAME, revoked_at__isnull=True):
+        api_token_revoke(token=old)
+    write_private(token_path, api_token_create(user=user, name=DEMO_TOKEN_NAME)[1])
 
 
 def start_simulator(args: argparse.Namespace, children: list[Child], env: dict[str, str]) -> str:
@@ -131,36 +250,26 @@ def start_simulator(args: argparse.Namespace, children: list[Child], env: dict[s
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, start_new_session=True
     )
     children.append(Child("simulator", proc))
-    print(f"demo: started simulator (pid {proc.pid})", flush=True)
-    return url_from_banner(proc.stdout.readline().decode() if proc.stdout else "")
+    url = url_from_banner(proc.stdout.readline().decode() if proc.stdout else "")
+    print(f"demo: started simulator (pid {proc.pid}) on {url}", flush=True)
+    return url
 
 
-def manage(env: dict[str, str], *command: str) -> None:
-    subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True)
+def manage(env: dict[str, str], stop: StopRequests, *command: str) -> None:
+    """Run a manage.py command to its end; a stop request ends it early."""
+    proc = subprocess.Popen([sys.executable, "manage.py", *command], cwd=ROOT, env=env)
+    try:
+        wait_until(lambda: proc.poll() is not None, f"manage.py {command[0]}", stop)
+    finally:
+        end(proc)
+    if proc.returncode != 0:
+        raise DemoError(f"manage.py {command[0]} failed with exit status {proc.returncode}")
 
 
-def create_demo_user(env: dict[str, str]) -> tuple[str, str]:
-    """A fresh password (each run) and API token for the staff user `demo`."""
-    password = secrets.token_urlsafe(12)
-    script = (
-        "from django.contrib.auth import get_user_model;"
-        f"u, _ = get_user_model().objects.get_or_create(username={DEMO_USER!r});"
-        f"u.set_password({password!r}); u.is_staff = True; u.is_superuser = True; u.save()"
-    )
-    manage(env, "shell", "-c", script)
-    token = (
-        subprocess.run(
-            [sys.executable, "manage.py", "create_api_token", DEMO_USER, "--name", "demo"],
-            cwd=ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
-    return password, token
+def end(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        stop_processes([proc.pid], signal.SIGTERM, STOP_TIMEOUT)
+        proc.wait()  # reap it
 
 
 def service_commands(args: argparse.Namespace) -> dict[str, list[str]]:
@@ -170,24 +279,26 @@ def service_commands(args: argparse.Namespace) -> dict[str, list[str]]:
             sys.executable, "-m", "gunicorn", "webapp.wsgi",
             f"--bind=127.0.0.1:{args.web_port}", "--workers=2", "--worker-class=gthread",
             "--threads=16", "--no-control-socket", "--access-logfile=-",
+            f"--graceful-timeout={WEB_GRACEFUL_TIMEOUT}",
         ],
         "worker": [
             *celery, "worker", "-P", "threads", "-c", str(args.worker_concurrency),
             "-n", "demo@%h", "-l", "INFO",
         ],
-        "beat": [*celery, "beat", "-l", "INFO", "-s", str(DEMO_DIR / "celerybeat-schedule")],
+        "beat": [*celery, "beat", "-l", "INFO", "-s", str(args.data_dir / "celerybeat-schedule")],
         "flower": [*celery, "flower", "--address=127.0.0.1", f"--port={args.flower_port}"],
     }  # fmt: skip
 
 
-def start(name: str, command: list[str], env: dict[str, str]) -> Child:
+def start(name: str, command: list[str], env: dict[str, str], data_dir: Path) -> Child:
     """Start a child in its own session, so Ctrl-C reaches only us and we stop it in order."""
-    with (DEMO_DIR / "logs" / f"{name}.log").open("ab") as log:
+    log_path = data_dir / "logs" / f"{name}.log"
+    with log_path.open("ab") as log:
         proc = subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     print(f"demo: started {name} (pid {proc.pid})", flush=True)
-    return Child(name, proc)
+    return Child(name, proc, log_path)
 
 
 def workers_ready(web: str) -> bool:
@@ -198,50 +309,105 @@ def workers_ready(web: str) -> bool:
         return False
 
 
-def wait_until(ready: Callable[[], bool], what: str, children: list[Child]) -> None:
+def wait_until(
+    ready: Callable[[], bool], what: str, stop: StopRequests, children: Sequence[Child] = ()
+) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while not ready():
+        stop.check()
         exited(children)
         if time.monotonic() > deadline:
-            raise RuntimeError(f"gave up after {READY_TIMEOUT:.0f} s waiting for {what}")
+            raise DemoError(f"gave up after {READY_TIMEOUT:.0f} s waiting for {what}")
         time.sleep(POLL_INTERVAL)
 
 
-def exited(children: list[Child]) -> None:
+def exited(children: Sequence[Child]) -> None:
     for child in children:
         if child.proc.poll() is not None:
-            log = DEMO_DIR / "logs" / f"{child.name}.log"
-            raise RuntimeError(f"{child.name} exited with {child.proc.returncode}; see {log}")
+            where = shown(child.log) if child.log else "its output above"
+            raise DemoError(f"{child.name} exited with {child.proc.returncode}; see {where}")
 
 
-def watch(children: list[Child]) -> None:
+def watch(children: list[Child], stop: StopRequests) -> None:
     """Wait for Ctrl-C; a child that dies on its own ends the demo too."""
     while True:
+        stop.check()
         exited(children)
         time.sleep(POLL_INTERVAL)
 
 
 def stop_all(children: list[Child]) -> None:
+    """SIGTERM every child at once, then wait for each and what it started to exit."""
     for child in reversed(children):
         with contextlib.suppress(ProcessLookupError):
             child.proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT
     for child in children:
-        try:
-            child.proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            child.proc.kill()
-            child.proc.wait()
+        stop_group(child, deadline)
         print(f"demo: stopped {child.name} (pid {child.proc.pid})", flush=True)
 
 
+def stop_group(child: Child, deadline: float) -> None:
+    """Wait for child and its process group (gunicorn's workers, say) to be gone; SIGKILL the
+    group at the deadline. The group id is the child's PID, as it leads a session of its own."""
+    if group_gone(child, deadline):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.proc.pid, signal.SIGKILL)
+    child.proc.wait()
+    if not group_gone(child, time.monotonic() + KILL_TIMEOUT):
+        left = group_members(child.proc.pid)
+        print(f"demo: {child.name}'s processes {left} survived SIGKILL", file=sys.stderr)
+
+
+def group_gone(child: Child, deadline: float) -> bool:
+    while child.proc.poll() is None or group_members(child.proc.pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(POLL_INTERVAL)
+    return True
+
+
+def group_members(pgid: int) -> list[int]:
+    """PIDs of live processes (zombies aside) in process group pgid, from /proc."""
+    members = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            # Fields after the parenthesised name: state, ppid, pgrp, ...
+            state, _, pgrp = (proc / "stat").read_text().rpartition(")")[2].split()[:3]
+            if int(pgrp) == pgid and state not in ("Z", "X"):
+                members.append(int(proc.name))
+    return members
+
+
 def port_free(port: int) -> bool:
+    """True if a server may listen on 127.0.0.1:port now (as gunicorn does, SO_REUSEADDR)."""
     with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
-def print_welcome(args: argparse.Namespace, password: str, token: str, *, simulated: bool) -> None:
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def shown(path: Path) -> str:
+    """path as a user would type it: relative to the working directory when inside it."""
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(Path.cwd()))
+    return str(path)
+
+
+def print_welcome(args: argparse.Namespace, password: str, *, simulated: bool) -> None:
     web = f"http://127.0.0.1:{args.web_port}"
+    token_path = args.data_dir / TOKEN_FILE
     mode = (
         "SIMULATED: ANTHROPIC_API_KEY is unset, so jobs run against the Claude simulator."
         if simulated
@@ -256,16 +422,11 @@ def print_welcome(args: argparse.Namespace, password: str, token: str, *, simula
         f"  Web UI      {web}/",
         f"  API docs    {web}/api/v1/docs",
         f"  Flower      http://127.0.0.1:{args.flower_port}/",
-        f"  Admin       {web}/admin/",
-        f"  API token   {token}",
-        f"  Logs        {DEMO_DIR / 'logs'}/",
+        f"  API token   {token_path.read_text().strip()} (in {shown(token_path)})",
+        f"  Logs        {shown(args.data_dir / 'logs')}/",
         "",
-        "Try first: log in, open 'New job', pick classify, and watch it run.",
-        "Or from a shell:",
-        f"  curl -s -X POST {web}/api/v1/jobs -H 'Authorization: Bearer {token}' \\",
-        "    -H 'Content-Type: application/json' -H 'Prefer: wait=30' \\",
-        '    -d \'{"kind": "summarize", "input": {"text": "Any text. It will be summarized."}}\'',
-        "",
+        'The README\'s API walkthrough ("The JSON API") starts with:',
+        f"  TOKEN=$(cat {shlex.quote(shown(token_path))})",
         "Ctrl-C stops everything.",
     ]
     print("\n".join(lines), flush=True)

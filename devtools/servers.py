@@ -703,12 +703,20 @@ def _say(message: str) -> None:
 
 
 class SignalForwarder:
-    """Passes SIGINT and SIGTERM on to the child; before there is one, aborts the start-up."""
+    """Passes SIGINT and SIGTERM on to the child; before there is one, aborts the start-up.
+
+    Once the start-up is aborted or the child has ended, the servers are being stopped:
+    a further signal (Ctrl-C pressed again) is noted, never raised, so that stopping them
+    is not cut short and leaves nothing running.
+    """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.child: subprocess.Popen[bytes] | None = None
+        self._aborting = False
+        self._launching = False
+        self._pending: int | None = None
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
@@ -719,10 +727,28 @@ class SignalForwarder:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
+    def launch(self, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        """Start the child; a signal that arrives meanwhile is passed on once it runs."""
+        self._launching = True
+        try:
+            self.child = subprocess.Popen(command, env=env)
+        finally:
+            self._launching = False
+        if self._pending is not None:
+            self.child.send_signal(self._pending)
+        return self.child
+
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
-        if self.child is None:
+        if self._aborting or (self.child is not None and self.child.poll() is not None):
+            # os.write, not print: a handler that prints while the main code prints raises.
+            name = signal.Signals(signum).name
+            os.write(2, f"devtools.servers: got {name}; still stopping the servers\n".encode())
+        elif self._launching:
+            self._pending = signum
+        elif self.child is None:
+            self._aborting = True
             raise SystemExit(128 + signum)  # unwinding stops what was started so far
-        if self.child.poll() is None and not self._terminal_sent_it_too(signum):
+        elif not self._terminal_sent_it_too(signum):
             self.child.send_signal(signum)
 
     def _terminal_sent_it_too(self, signum: int) -> bool:
@@ -743,11 +769,11 @@ def run_command(command: list[str], root: Path) -> int:
     forwarder = SignalForwarder()
     with forwarder.installed(), services(root) as urls:
         try:
-            forwarder.child = subprocess.Popen(command, env=child_environment(urls))
+            child = forwarder.launch(command, child_environment(urls))
         except OSError as error:
             _say(f"devtools.servers: cannot run {command[0]}: {error}")
             return EXIT_NOT_FOUND
-        code = forwarder.child.wait()
+        code = child.wait()
     return 128 - code if code < 0 else code
 
 

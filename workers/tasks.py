@@ -19,13 +19,15 @@ def run_job(self: Task, job_id: str) -> None:
         raise self.retry(countdown=outcome.retry_in)
 
 
-@shared_task(name="aijobs.reap", ignore_result=True)
+# Beat runs these chores every few seconds; with task events on, Flower would list every run
+# and bury the job runs people look for. send_events=False: the worker sends none for them.
+@shared_task(name="aijobs.reap", ignore_result=True, send_events=False)
 def reap() -> dict[str, int]:
     """Re-publish jobs that lost their message or worker (beat, every AIJOBS_REAPER_INTERVAL)."""
     return reaper.jobs_reap()
 
 
-@shared_task(name="aijobs.cleanup", ignore_result=True)
+@shared_task(name="aijobs.cleanup", ignore_result=True, send_events=False)
 def cleanup() -> dict[str, int]:
     """Free expired idempotency keys and delete old task results (beat, hourly)."""
     return reaper.records_cleanup()

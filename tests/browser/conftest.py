@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import ROOT
-
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -28,6 +26,7 @@ CHROMIUM_ARGS = [
 ]
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
+VIEWPORTS = {"desktop": DESKTOP, "phone": PHONE}
 SCREENSHOTS = pytest.StashKey[Path]()
 # Runs before each document's own scripts, so every Content-Security-Policy violation of the
 # page (an inline style attribute is reported while the HTML is parsed) is kept.
@@ -99,8 +98,12 @@ def console_errors(anonymous_page) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def screenshot_dir(request) -> Path:
-    folder = Path(os.environ.get("AIJOBS_SCREENSHOTS") or ROOT / "screenshots").resolve()
+def screenshot_dir(request) -> Path | None:
+    """Where screenshots go: AIJOBS_SCREENSHOTS (`make screenshots`), else nowhere."""
+    configured = os.environ.get("AIJOBS_SCREENSHOTS")
+    if not configured:
+        return None
+    folder = Path(configured).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     request.config.stash[SCREENSHOTS] = folder
     return folder
@@ -108,13 +111,17 @@ def screenshot_dir(request) -> Path:
 
 @pytest.fixture
 def snap(screenshot_dir) -> Snap:
-    """snap(page, name): full-page screenshots of the page at desktop and phone widths."""
+    """snap(page, name): full-page screenshots of the page at desktop and phone widths (or
+    the given sizes), when screenshots were asked for; the viewport is restored after."""
 
-    def snap(page, name: str) -> None:
-        for width, size in (("desktop", DESKTOP), ("phone", PHONE)):
-            page.set_viewport_size(size)
-            page.screenshot(path=screenshot_dir / f"{name}-{width}.png", full_page=True)
-        page.set_viewport_size(DESKTOP)
+    def snap(page, name: str, sizes: tuple[str, ...] = ("desktop", "phone")) -> None:
+        if screenshot_dir is None:
+            return
+        viewport = page.viewport_size
+        for size in sizes:
+            page.set_viewport_size(VIEWPORTS[size])
+            page.screenshot(path=screenshot_dir / f"{name}-{size}.png", full_page=True)
+        page.set_viewport_size(viewport)
 
     return snap
 

@@ -1,6 +1,7 @@
 """The web UI in Chromium, on the real stack: a live server, a Celery worker, the simulator.
 
-Each main page is also saved as a full-page screenshot at desktop and phone widths.
+With AIJOBS_SCREENSHOTS set (`make screenshots`), each main page is also saved as a full-page
+screenshot at desktop and phone widths: the README's pictures.
 """
 
 from __future__ import annotations
@@ -59,15 +60,15 @@ def test_signing_in_leads_to_the_jobs_list(anonymous_page, user, snap):
     expect(page.get_by_text("No jobs yet")).to_be_visible()
 
 
-def test_the_nav_collapses_behind_a_menu_button_on_a_phone(page, screenshot_dir):
-    page.set_viewport_size({"width": 390, "height": 844})
+def test_the_nav_collapses_behind_a_menu_button_on_a_phone(page, snap):
+    page.set_viewport_size(PHONE)
     page.goto("/")
     usage_link = page.get_by_role("link", name="Usage")
     expect(usage_link).to_be_hidden()
 
     page.get_by_role("button", name="Menu").click()
     expect(usage_link).to_be_visible()
-    page.screenshot(path=screenshot_dir / "nav-open-phone.png")
+    snap(page, "nav-open", sizes=("phone",))
     usage_link.click()
 
     expect(page.get_by_role("heading", name="Usage")).to_be_visible()
@@ -378,7 +379,7 @@ def test_no_page_breaks_the_content_security_policy(page, every_page, console_er
 
 
 @pytest.mark.parametrize("size", [PHONE, DESKTOP], ids=["phone", "desktop"])
-def test_no_page_is_wider_than_its_box(page, every_page, size, screenshot_dir):
+def test_no_page_is_wider_than_its_box(page, every_page, size):
     page.set_viewport_size(size)
     found = {}
     for url in every_page:
@@ -386,7 +387,7 @@ def test_no_page_is_wider_than_its_box(page, every_page, size, screenshot_dir):
         found[url] = page.evaluate(OVERFLOWS, size == PHONE)
     called = every_page[every_page.index("/?status=retrying") + 1]
     page.goto(called)
-    page.screenshot(path=screenshot_dir / f"job-calls-{size['width']}.png", full_page=True)
+    found[called] = page.evaluate(OVERFLOWS, size == PHONE)
     created_token(page)
     found["/tokens (created)"] = page.evaluate(OVERFLOWS, size == PHONE)
     page.context.clear_cookies()

@@ -1,8 +1,11 @@
-"""The `make demo` launcher: it all comes up and answers; Ctrl-C stops every process it started."""
+"""The `make demo` launcher: it all comes up and answers, a restart keeps the session and the
+token, Ctrl-C pressed twice stops every process it started, and the README's API walkthrough
+works when pasted into a shell next to it."""
 
 from __future__ import annotations
 
 import base64
+import http.cookiejar
 import json
 import os
 import re
@@ -10,6 +13,7 @@ import signal
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -17,6 +21,7 @@ import psycopg
 import pytest
 from django.conf import settings
 
+from devtools.demo import ENV_FILE, PASSWORD_FILE, TOKEN_FILE, group_members, port_free
 from devtools.servers import free_port, pid_alive
 from tests.integration.harness import database_url, wait_for
 
@@ -24,6 +29,8 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_DATABASE = "aijobs_demo_test"
+README_PORT = "127.0.0.1:8000"
+README_DATA_DIR = ".data/demo"
 
 
 @pytest.fixture
@@ -41,25 +48,39 @@ def demo_database_url():
 
 
 class Demo:
-    def __init__(self, database: str) -> None:
-        self.web_port, self.flower_port = free_port(), free_port()
+    """The demo as `make demo` runs it (under devtools.servers), in a process group of its
+    own, on ports chosen free and a data directory of the test's."""
+
+    def __init__(self, database: str, data_dir: Path, ports: tuple[int, int]) -> None:
+        self.web_port, self.flower_port = ports
+        self.data_dir = data_dir
         env = {**os.environ, "DATABASE_URL": database}
         env.pop("ANTHROPIC_API_KEY", None)
         env.pop("DJANGO_SETTINGS_MODULE", None)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "devtools.demo", "--web-port", str(self.web_port),
-             "--flower-port", str(self.flower_port), "--sim-latency-ms", "100"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [sys.executable, "-m", "devtools.servers", "run", "--",
+             sys.executable, "-m", "devtools.demo", "--web-port", str(self.web_port),
+             "--flower-port", str(self.flower_port), "--sim-latency-ms", "100",
+             "--data-dir", str(data_dir)],
+            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, start_new_session=True,
         )  # fmt: skip
         self.output: list[str] = []
-        wait_for(self._read_until_ready, timeout=120, what="the demo to print its welcome")
+        self.read_until("Ctrl-C stops everything", timeout=120)
 
-    def _read_until_ready(self) -> bool:
-        line = self.proc.stdout.readline()
-        if not line and self.proc.poll() is not None:
-            raise AssertionError("demo exited:\n" + "".join(self.output))
-        self.output.append(line)
-        return line.startswith("Ctrl-C stops everything")
+    @property
+    def web(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def read_until(self, start: str, *, timeout: float) -> None:
+        def line_starts() -> bool:
+            line = self.proc.stdout.readline()
+            if not line and self.proc.poll() is not None:
+                raise AssertionError("demo exited:\n" + "".join(self.output))
+            self.output.append(line)
+            return line.startswith(start)
+
+        wait_for(line_starts, timeout=timeout, what=f"the demo to print {start!r}")
 
     def value(self, pattern: str) -> str:
         return re.search(pattern, "".join(self.output)).group(1)
@@ -67,10 +88,34 @@ class Demo:
     def child_pids(self) -> list[int]:
         return [int(pid) for pid in re.findall(r"started \w+ \(pid (\d+)\)", "".join(self.output))]
 
-    def interrupt(self) -> str:
-        self.proc.send_signal(signal.SIGINT)
-        rest, _ = self.proc.communicate(timeout=60)
-        return rest
+    def press_ctrl_c_twice(self) -> str:
+        """SIGINT to the whole group, and again as soon as the demo says it is stopping."""
+        os.killpg(self.proc.pid, signal.SIGINT)
+        self.read_until("demo: stopping", timeout=30)
+        os.killpg(self.proc.pid, signal.SIGINT)
+        rest, _ = self.proc.communicate(timeout=90)
+        return "".join(self.output) + rest
+
+
+def stop_and_check_nothing_is_left(demo: Demo) -> None:
+    pids = demo.child_pids()
+    sim_port = int(demo.value(r"started simulator \(pid \d+\) on http://127\.0\.0\.1:(\d+)"))
+    output = demo.press_ctrl_c_twice()
+
+    assert demo.proc.returncode == 0, output
+    assert "still stopping" in output, "the second Ctrl-C came while stopping"
+    assert "Traceback" not in output, output
+    assert len(pids) == 5, "simulator, web, worker, beat and flower"
+    assert [pid for pid in pids if pid_alive(pid)] == [], output
+    # Each child leads a group of its own (gunicorn's workers are in the web's).
+    assert [group_members(pgid) for pgid in [demo.proc.pid, *pids]] == [[]] * 6, output
+    assert all(port_free(port) for port in (demo.web_port, demo.flower_port, sim_port))
+    assert not (demo.data_dir / ENV_FILE).exists()
+
+
+def opener(jar: http.cookiejar.CookieJar | None = None) -> urllib.request.OpenerDirector:
+    handlers = [urllib.request.ProxyHandler({}), urllib.request.HTTPCookieProcessor(jar)]
+    return urllib.request.build_opener(*handlers)
 
 
 def get(
@@ -78,7 +123,7 @@ def get(
 ) -> tuple[int, bytes]:
     request = urllib.request.Request(url, data=body, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=40) as answer:
+        with opener().open(request, timeout=40) as answer:
             return answer.status, answer.read()
     except urllib.error.HTTPError as answer:
         return answer.code, answer.read()
@@ -91,10 +136,8 @@ def flower_lists_the_worker(flower: str, password: str) -> bool:
     return any(name.startswith("demo@") for name in json.loads(workers))
 
 
-def exercise(demo: Demo, run: int) -> None:
-    """A job over the API with the printed token, and Flower behind the printed password."""
-    token = demo.value(r"API token\s+(\S+)")
-    password = demo.value(r"password (\S+) \(web UI")
+def exercise(demo: Demo, token: str, password: str, run: int) -> None:
+    """A job over the API with the token, and Flower behind the password."""
     assert "SIMULATED" in "".join(demo.output)
     headers = {
         "Authorization": f"Bearer {token}",
@@ -104,7 +147,7 @@ def exercise(demo: Demo, run: int) -> None:
     body = json.dumps(
         {"kind": "summarize", "input": {"text": f"Demo run {run}. It works."}}
     ).encode()
-    status, answer = get(f"http://127.0.0.1:{demo.web_port}/api/v1/jobs", headers, body)
+    status, answer = get(f"{demo.web}/api/v1/jobs", headers, body)
     assert status == 201
     assert json.loads(answer)["status"] == "succeeded"
 
@@ -117,14 +160,96 @@ def exercise(demo: Demo, run: int) -> None:
     )
 
 
-def test_demo_runs_the_platform_and_ctrl_c_stops_it_all(demo_database_url):
-    for run in (1, 2):  # a second run works without any cleanup
-        demo = Demo(demo_database_url)
-        try:
-            exercise(demo, run)
-        finally:
-            pids = demo.child_pids()
-            rest = demo.interrupt()
-        assert demo.proc.returncode == 0, rest
-        assert len(pids) == 5, "simulator, web, worker, beat and flower"
-        assert not [pid for pid in pids if pid_alive(pid)], rest
+def log_in(web: str, password: str) -> http.cookiejar.CookieJar:
+    """Sign in through the login form, as a browser does; the jar holds the session."""
+    jar = http.cookiejar.CookieJar()
+    with opener(jar).open(f"{web}/login/", timeout=10) as page:
+        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.read().decode())
+    form = {"username": "demo", "password": password, "csrfmiddlewaretoken": csrf.group(1)}
+    with opener(jar).open(f"{web}/login/", urllib.parse.urlencode(form).encode(), 10):
+        pass
+    assert signed_in(web, jar)
+    return jar
+
+
+def signed_in(web: str, jar: http.cookiejar.CookieJar) -> bool:
+    with opener(jar).open(f"{web}/", timeout=10) as page:
+        return "/login/" not in page.geturl()
+
+
+def active_demo_tokens(database: str) -> int:
+    with psycopg.connect(database) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM jobs_apitoken t JOIN auth_user u ON u.id = t.user_id"
+            " WHERE u.username = 'demo' AND t.revoked_at IS NULL"
+        ).fetchone()[0]
+
+
+def test_a_restart_keeps_the_session_and_token_and_ctrl_c_twice_stops_it_all(
+    demo_database_url, tmp_path
+):
+    data_dir, ports = tmp_path / "demo", (free_port(), free_port())
+    demo = Demo(demo_database_url, data_dir, ports)
+    try:
+        token = demo.value(r"API token\s+(\S+)")
+        password = demo.value(r"password (\S+) \(web UI")
+        assert (data_dir / TOKEN_FILE).read_text() == token
+        assert (data_dir / PASSWORD_FILE).stat().st_mode & 0o777 == 0o600
+        assert (data_dir / TOKEN_FILE).stat().st_mode & 0o777 == 0o600
+        assert f"TOKEN=$(cat {data_dir / TOKEN_FILE})" in "".join(demo.output)
+        exercise(demo, token, password, run=1)
+        session = log_in(demo.web, password)
+    finally:
+        stop_and_check_nothing_is_left(demo)
+
+    demo = Demo(demo_database_url, data_dir, ports)  # a second run needs no cleanup
+    try:
+        assert demo.value(r"password (\S+) \(web UI") == password
+        assert demo.value(r"API token\s+(\S+)") == token
+        assert active_demo_tokens(demo_database_url) == 1
+        assert signed_in(demo.web, session), "the session of the first run still works"
+        exercise(demo, token, password, run=2)
+    finally:
+        stop_and_check_nothing_is_left(demo)
+
+
+def readme_api_walkthrough() -> str:
+    """The ```sh blocks of README.md's "The JSON API" section, before its first subsection."""
+    blocks, block, section, fence = [], [], False, None
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if fence is None and line.startswith("#"):
+            section = line == "## The JSON API"
+        elif line.startswith("```"):
+            if fence == "sh" and section:
+                blocks.append("\n".join(block))
+            fence, block = (line[3:].strip() if fence is None else None), []
+        elif fence is not None:
+            block.append(line)
+    assert blocks, "README.md has no ```sh blocks under '## The JSON API'"
+    return "\n".join(blocks)
+
+
+def test_the_readme_api_walkthrough_works_next_to_a_running_demo(demo_database_url, tmp_path):
+    script = readme_api_walkthrough()
+    # Written for the default port and data directory; this demo has its own.
+    assert README_PORT in script
+    assert f"{README_DATA_DIR}/{TOKEN_FILE}" in script
+    data_dir = tmp_path / "demo"
+    demo = Demo(demo_database_url, data_dir, (free_port(), free_port()))
+    try:
+        script = script.replace(README_PORT, f"127.0.0.1:{demo.web_port}")
+        script = script.replace(README_DATA_DIR, str(data_dir))
+        result = subprocess.run(
+            ["bash", "-c", f"set -euo pipefail\n{script}"],
+            cwd=ROOT,
+            env={**os.environ, "DEMO_DIR": str(data_dir)},
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+    finally:
+        stop_and_check_nothing_is_left(demo)
+    assert result.returncode == 0, result.stderr
+    job = json.loads(result.stdout)
+    assert job["status"] == "succeeded", job
+    assert job["kind"] == "classify"

@@ -1,0 +1,79 @@
+"""Task events, which Flower lists: a worker sends them for a job run and none for beat's chores
+(reaper, cleanup). The publisher's own task-sent event is not the task's to turn off: it follows
+task_send_sent_event."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from celery_app import app
+from tests.integration.harness import wait_for
+from workers import tasks
+
+pytestmark = pytest.mark.integration
+
+# Sent by the publisher (task_send_sent_event), not by the worker that runs the task.
+PUBLISHER_EVENTS = {"task-sent"}
+
+
+@pytest.mark.parametrize("chore", [tasks.reap, tasks.cleanup], ids=["reap", "cleanup"])
+def test_beats_chores_ask_the_worker_for_no_task_events(chore):
+    assert chore.send_events is False
+    assert tasks.run_job.send_events is True
+
+
+@contextlib.contextmanager
+def received_events() -> Iterator[list[dict[str, Any]]]:
+    """Every event on the broker while the block runs, from the moment it starts."""
+    events: list[dict[str, Any]] = []
+    with app.connection_for_read() as connection:
+        receiver = app.events.Receiver(connection, handlers={"*": events.append})
+        thread = threading.Thread(target=receiver.capture, kwargs={"wakeup": False})
+        thread.start()
+        try:
+            # The events exchange is a fanout: only what is sent after we listen arrives.
+            probe = str(uuid.uuid4())
+            with app.connection_for_write() as sending:
+                dispatcher = app.events.Dispatcher(sending)
+
+                def probe_seen() -> bool:
+                    dispatcher.send("worker-aijobs-probe", probe=probe)
+                    return any(event.get("probe") == probe for event in events)
+
+                wait_for(probe_seen, timeout=15, what="the event receiver to listen", interval=0.2)
+            yield events
+        finally:
+            receiver.should_stop = True
+            thread.join(timeout=15)
+
+
+def types_for(events: list[dict[str, Any]], task_id: str) -> set[str]:
+    return {event["type"] for event in events if event.get("uuid") == task_id}
+
+
+@pytest.mark.django_db(transaction=True)  # the worker's reaper reads the test database
+def test_a_worker_sends_task_events_for_a_job_run_and_none_for_the_reaper(worker):
+    with received_events() as events:
+        reap_id = tasks.reap.apply_async().id
+        wait_for(
+            lambda: f"aijobs.reap[{reap_id}] succeeded" in worker.log_path.read_text(),
+            timeout=30,
+            what="the worker to run the reaper",
+        )
+        # A run of a job that does not exist: the worker skips it, and reports it like any run.
+        run_id = tasks.run_job.apply_async(args=[str(uuid.uuid4())]).id
+        wait_for(
+            lambda: "task-succeeded" in types_for(events, run_id),
+            timeout=30,
+            what="the job run's task-succeeded event",
+        )
+        # One worker sends its events in order: any reaper event came before these.
+
+    assert {"task-received", "task-started", "task-succeeded"} <= types_for(events, run_id)
+    assert types_for(events, reap_id) <= PUBLISHER_EVENTS
