@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import random
 import uuid
 
 import pytest
+
+from tests.seeds import replay_hint, rng_for
 
 pytest_plugins = ("tests.fixtures",)
 
@@ -15,6 +18,25 @@ pytest_plugins = ("tests.fixtures",)
 SESSION = f"aijobs-test-{uuid.uuid4().hex[:8]}"
 os.environ.setdefault("AIJOBS_QUEUE", SESSION)
 os.environ.setdefault("AIJOBS_REDIS_PREFIX", SESSION)
+
+
+def pytest_report_header() -> str:
+    return replay_hint()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+    """A failure names the seed in its own report: CI runs without -s, and -q drops the header."""
+    report = yield
+    if report.failed:
+        report.sections.append(("random seed", replay_hint()))
+    return report
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> random.Random:
+    """The test's random choices (which worker to kill, which faults), replayable from the seed."""
+    return rng_for(request.node.nodeid)
 
 
 @pytest.fixture(autouse=True)
