@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import random
-import uuid
 
 import pytest
 
 from tests.seeds import replay_hint, rng_for
 
 pytest_plugins = ("tests.fixtures",)
-
-# Each test session gets its own queue and Redis keys, so a stale message or
-# rate-limit state from an earlier run (or another checkout on the same Redis)
-# never reaches this run.
-SESSION = f"aijobs-test-{uuid.uuid4().hex[:8]}"
-os.environ.setdefault("AIJOBS_QUEUE", SESSION)
-os.environ.setdefault("AIJOBS_REDIS_PREFIX", SESSION)
 
 
 def pytest_report_header() -> str:

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import os
+import uuid
 
+# Each test session gets its own queue and Redis keys, so a stale message or
+# rate-limit state from an earlier run (or another checkout, or a demo, on the same
+# Redis) never reaches this run. Set here because pytest-django reads these settings
+# before any conftest runs; the workers a test starts inherit them.
+os.environ.setdefault("AIJOBS_QUEUE", f"aijobs-test-{uuid.uuid4().hex[:8]}")
+os.environ.setdefault("AIJOBS_REDIS_PREFIX", os.environ["AIJOBS_QUEUE"])
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key-not-for-production")
 os.environ.setdefault("DJANGO_DEBUG", "false")
 os.environ.setdefault("DJANGO_HTTPS", "false")
