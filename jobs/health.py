@@ -68,5 +68,10 @@ def _check_broker() -> bool:
 
 
 def _workers_seen() -> list[str]:
-    replies = celery_app.control.ping(timeout=PING_TIMEOUT) or []
+    """The workers that answer a ping; none when the ping itself fails (its pooled broker
+    connection can be a dead one from before a broker restart), never an error page."""
+    try:
+        replies = celery_app.control.ping(timeout=PING_TIMEOUT) or []
+    except Exception:
+        return []
     return sorted(name for reply in replies for name in reply)
