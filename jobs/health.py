@@ -14,6 +14,9 @@ from celery_app import app as celery_app
 from jobs.models import Job, Status
 
 PING_TIMEOUT = 1.0
+# The pool would wait its own timeout (30 s) for a connection while the database is
+# down; a probe must answer 503 well within a load balancer's patience instead.
+DATABASE_TIMEOUT = 2.0
 
 
 def system_health() -> dict[str, Any]:
@@ -43,8 +46,13 @@ def jobs_stalled() -> bool:
 
 def _check_database() -> bool:
     try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
+        if connection.pool is None:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        else:
+            connection.pool.open()  # as Django does on first use: nothing may have yet
+            with connection.pool.connection(timeout=DATABASE_TIMEOUT) as conn:
+                conn.execute("SELECT 1")
         return True
     except Exception:
         return False
@@ -60,5 +68,10 @@ def _check_broker() -> bool:
 
 
 def _workers_seen() -> list[str]:
-    replies = celery_app.control.ping(timeout=PING_TIMEOUT) or []
+    """The workers that answer a ping; none when the ping itself fails (its pooled broker
+    connection can be a dead one from before a broker restart), never an error page."""
+    try:
+        replies = celery_app.control.ping(timeout=PING_TIMEOUT) or []
+    except Exception:
+        return []
     return sorted(name for reply in replies for name in reply)

@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from tests.seeds import replay_hint, rng_for
+
 pytest_plugins = ("tests.fixtures",)
+
+
+def pytest_report_header() -> str:
+    return replay_hint()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+    """A failure names the seed in its own report: CI runs without -s, and -q drops the header."""
+    report = yield
+    if report.failed:
+        report.sections.append(("random seed", replay_hint()))
+    return report
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> random.Random:
+    """The test's random choices (which worker to kill, which faults), replayable from the seed."""
+    return rng_for(request.node.nodeid)
 
 
 @pytest.fixture(autouse=True)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
+
+from django.db import connections
 
 from jobs.models import Job, Outcome, ProviderCall
 from jobs.services import CallReport, call_begin, call_finish
@@ -38,3 +43,21 @@ def succeed(job: Job, result: dict[str, Any], *, attempt: int) -> bool:
 def unique(text: str) -> str:
     """Job text with a unique word, so the simulator keeps this job's fault counters apart."""
     return f"{text} [ref {uuid.uuid4().hex}]"
+
+
+def at_once(calls: list[Callable[[], Any]]) -> list[Any]:
+    """Run the calls in threads released together (each on its own database connection), and
+    return what each returned or raised, in order."""
+    start = threading.Barrier(len(calls))
+
+    def run(call: Callable[[], Any]) -> Any:
+        start.wait()
+        try:
+            return call()
+        except Exception as exc:
+            return exc
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        return list(pool.map(run, calls))

@@ -26,8 +26,11 @@ from django.conf import settings
 
 from jobs.usage import Usage
 
-# Statuses worth another attempt: rate limits, overload and server trouble.
-RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+# Statuses worth another attempt: a request timeout, a conflict, rate limits, and
+# every 5xx (overload and server trouble) except the two that say this request can
+# never be served: 501 (not implemented) and 505 (HTTP version not supported).
+RETRYABLE_4XX = frozenset({408, 409, 429})
+PERMANENT_5XX = frozenset({501, 505})
 STATUS_CODES = {
     400: "bad_request",
     401: "provider_auth_failed",
@@ -197,12 +200,18 @@ def _status_error(exc: anthropic.APIStatusError, latency_ms: int) -> ClaudeError
     return ClaudeError(
         STATUS_CODES.get(status, default),
         f"Claude answered {status}: {_provider_message(exc)}",
-        retryable=status in RETRYABLE_STATUSES,
+        retryable=is_retryable(status),
         retry_after=retry_after_seconds(exc.response.headers),
         status=status,
         request_id=exc.request_id or "",
         latency_ms=latency_ms,
     )
+
+
+def is_retryable(status: int) -> bool:
+    if status >= 500:
+        return status not in PERMANENT_5XX
+    return status in RETRYABLE_4XX
 
 
 def _provider_message(exc: anthropic.APIStatusError) -> str:

@@ -226,7 +226,13 @@ def _wait_for_quota(job: Job, seq: int, wait: float) -> RunResult:
 
 
 def _spread(seconds: float) -> float:
-    """Jitter, so jobs told to wait the same time don't all come back at once."""
+    """Jitter, so jobs told to wait the same time don't all come back at once.
+
+    Capped at AIJOBS_RETRY_MAX_DELAY like every retry: a longer countdown would
+    outlive the visibility timeout and be delivered again. A job told to wait
+    longer simply comes back, finds it must still wait, and waits again.
+    """
+    seconds = min(seconds, settings.AIJOBS_RETRY_MAX_DELAY / 2)
     return seconds + random.uniform(0, seconds)
 
 

@@ -10,6 +10,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +133,11 @@ class Stack:
         self.workers.append(worker)
         return worker.start()
 
+    def start_workers(self, count: int) -> list[Worker]:
+        """Workers started side by side, so none has the queue to itself for long."""
+        with ThreadPoolExecutor(max_workers=count) as pool:
+            return list(pool.map(lambda _: self.start_worker(), range(count)))
+
     def restart(self, server: PrivateServer) -> PrivateServer:
         """Stop a private server and start it again on the same port (Redis comes back empty)."""
         server.stop()
@@ -156,10 +162,33 @@ class Stack:
             (job_id,),
         )
 
-    def submit_many(self, texts: list[str], kind: str = "summarize") -> list[str]:
+    def health(self) -> tuple[int, dict[str, Any]]:
+        answer = self.api.request("GET", "/health")
+        return answer.status, answer.body
+
+    def alive_workers(self) -> list[Worker]:
+        return [worker for worker in self.workers if worker.proc.poll() is None]
+
+    def publish_again(self, ids: list[str], copies: int) -> None:
+        """Replace the queue's messages with `copies` adjacent messages per job, so the
+        copies of one job are delivered together and their claims race."""
+        code = (
+            "from celery_app import app\n"
+            "from jobs.services import job_enqueue\n"
+            "with app.connection_for_write() as conn:\n"
+            f"    conn.default_channel.queue_purge({self.env['AIJOBS_QUEUE']!r})\n"
+            f"for job_id in {ids!r}:\n"
+            f"    for _ in range({copies}):\n"
+            "        job_enqueue(job_id=job_id)\n"
+        )
+        self.manage("shell", "-c", code)
+
+    def submit_many(
+        self, texts: list[str], kind: str = "summarize", client: ApiClient | None = None
+    ) -> list[str]:
         ids = []
         for text in texts:
-            answer = self.api.submit(kind, {"text": f"{text} {CANARY}"})
+            answer = (client or self.api).submit(kind, {"text": f"{text} {CANARY}"})
             assert answer.status == 201, answer.body
             ids.append(answer.body["id"])
         return ids

@@ -27,7 +27,7 @@ def stack():
     stack.stop()
 
 
-def test_a_burst_over_the_limit_is_paced_to_the_limit(stack):
+def test_a_burst_over_the_limit_never_goes_faster_than_the_limit(stack, record_property):
     before = stack.simulator.stats()
     run = uuid.uuid4().hex[:8]
     ids = stack.submit_many([f"Rate run {run}, job {i}. A short text." for i in range(JOBS)])
@@ -44,5 +44,7 @@ def test_a_burst_over_the_limit_is_paced_to_the_limit(stack):
     )]  # fmt: skip
     steady = sent[BURST:]
     rate = (len(steady) - 1) / float(steady[-1] - steady[0])
-    print(f"observed {rate:.2f} requests/s against a limit of {RPM / 60:.2f}")
-    assert RPM / 60 * 0.85 <= rate <= RPM / 60 * 1.03
+    record_property("requests_per_second", round(rate, 2))
+    # The guarantee: never faster than the limit (3% for the clocks). How close to
+    # it the fleet gets is a timing floor, checked by `make bench` (tests/timing_floors.py).
+    assert rate <= RPM / 60 * 1.03, f"{rate:.2f} requests/s against a limit of {RPM / 60:.2f}"

@@ -15,6 +15,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -28,23 +29,23 @@ from tests.integration.harness import database_url, wait_for
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO_DATABASE = "aijobs_demo_test"
 README_PORT = "127.0.0.1:8000"
 README_DATA_DIR = ".data/demo"
 
 
 @pytest.fixture
 def demo_database_url():
-    """A database of its own, so the demo's migrate and demo user touch nothing else."""
+    """A database of its own, per run, so the demo's migrate and demo user touch nothing else,
+    and two runs on one server (two checkouts, or CI beside a developer) never collide."""
+    demo_database = f"aijobs_demo_test_{uuid.uuid4().hex[:8]}"
     server = settings.DATABASES["default"]
     host, port = server["HOST"] or "127.0.0.1", server["PORT"] or 5432
     admin = f"postgresql://{server['USER']}@{host}:{port}/postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DEMO_DATABASE} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {DEMO_DATABASE}")
-    yield database_url().rsplit("/", 1)[0] + f"/{DEMO_DATABASE}"
+        conn.execute(f"CREATE DATABASE {demo_database}")
+    yield database_url().rsplit("/", 1)[0] + f"/{demo_database}"
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {DEMO_DATABASE} WITH (FORCE)")
+        conn.execute(f"DROP DATABASE IF EXISTS {demo_database} WITH (FORCE)")
 
 
 class Demo:

@@ -35,14 +35,17 @@ def sim_total(simulator) -> int:
     return simulator.stats()["total"]
 
 
+USAGE_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+)
+
+
 def assert_usage_matches_calls(job: dict, calls: list[dict]) -> None:
     """The job's totals are the sum of its recorded calls, each counted once."""
-    for field in (
-        "input_tokens",
-        "output_tokens",
-        "cache_creation_input_tokens",
-        "cache_read_input_tokens",
-    ):
+    for field in USAGE_FIELDS:
         assert job["usage"][field] == sum(call[field] for call in calls)
     assert Decimal(job["usage"]["cost_usd"]) == sum(Decimal(call["cost_usd"]) for call in calls)
 
@@ -206,6 +209,12 @@ def test_timeout_is_retried(api, worker, simulator):
         ("retryable_error", "timeout"),
         ("ok", None),
     ]
+    # No answer, so nothing is known of the timed-out call's usage: it records none.
+    timed_out = calls[0]
+    assert [timed_out[field] for field in USAGE_FIELDS] == [0, 0, 0, 0]
+    assert Decimal(timed_out["cost_usd"]) == 0
+    assert calls[1]["input_tokens"] > 0
+    assert_usage_matches_calls(job, calls)
     assert sim_total(simulator) - before == 2
 
 

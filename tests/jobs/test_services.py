@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from functools import partial
 
 import pytest
 from django.db import IntegrityError
 from django.utils import timezone
 
 from jobs.errors import BudgetExceeded, InvalidInput
-from jobs.models import Job, Outcome, ProviderCall, Status, UserLimits
+from jobs.models import BudgetLedger, Job, Outcome, ProviderCall, Status, UserLimits
 from jobs.services import (
     CallReport,
     call_begin,
@@ -23,7 +24,7 @@ from jobs.services import (
     job_submit,
 )
 from jobs.usage import Usage
-from tests.helpers import record_call, succeed
+from tests.helpers import at_once, record_call, succeed
 
 pytestmark = pytest.mark.django_db
 
@@ -163,6 +164,24 @@ def test_recording_a_call_adds_its_usage_to_the_job_once(job):
     assert str(job.cost_usd) == "0.002380"
 
 
+def test_a_sonnet_call_costs_the_sonnet_row_of_the_price_table(user):
+    schema = {"type": "object", "properties": {"name": {"type": "string"}}}
+    extract = job_submit(owner=user, kind="extract", input={"text": "Ann.", "schema": schema}).job
+    assert extract.model == "claude-sonnet-4-6"
+    usage = Usage(
+        input_tokens=1000,
+        output_tokens=200,
+        cache_creation_input_tokens=300,
+        cache_read_input_tokens=50,
+    )
+
+    record_call(extract, attempt=1, usage=usage)
+
+    extract.refresh_from_db()
+    # sonnet: 1000 x $3 + 200 x $15 + 300 x $3.75 + 50 x $0.30, per million tokens.
+    assert str(extract.cost_usd) == "0.007140"
+
+
 def test_an_answer_after_a_cancel_counts_its_usage_but_leaves_the_job_canceled(job):
     held = job_claim(job_id=job.id).job
     call = call_begin(job=held, seq=0, reserve_usd=Decimal(0))
@@ -215,6 +234,46 @@ def test_a_budget_reservation_that_does_not_fit_is_refused(user):
     ledger.refresh_from_db()
     assert (ledger.spent_usd, ledger.reserved_usd) == (Decimal("0.1"), Decimal(0))
     assert call_begin(job=second, seq=0, reserve_usd=Decimal("0.70"))
+
+
+# Races are won or lost by timing: a few rounds make a lost one all but certain to show.
+ROUNDS = 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reservations_made_at_once_never_pass_the_budget(user):
+    UserLimits.objects.create(user=user, budget_usd=Decimal("1.00"))
+    for _ in range(ROUNDS):
+        jobs = submit(user, 12)
+        for job in jobs:
+            job.attempts = 1
+
+        outcomes = at_once(
+            [partial(call_begin, job=job, seq=0, reserve_usd=Decimal("0.30")) for job in jobs]
+        )
+
+        held = [outcome for outcome in outcomes if isinstance(outcome, ProviderCall)]
+        refused = [outcome for outcome in outcomes if isinstance(outcome, BudgetExceeded)]
+        assert (len(held), len(refused)) == (3, 9), outcomes
+        (ledger,) = BudgetLedger.objects.filter(user=user)
+        assert ledger.reserved_usd == Decimal("0.90")
+        ledger.delete()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_claims_made_at_once_never_pass_the_running_limit(user):
+    UserLimits.objects.create(user=user, max_running=2)
+    for _ in range(ROUNDS):
+        jobs = submit(user, 12)
+
+        claims = at_once([partial(job_claim, job_id=job.id) for job in jobs])
+
+        assert not [claim for claim in claims if isinstance(claim, Exception)], claims
+        assert sum(claim.job is not None for claim in claims) == 2
+        assert sum(claim.busy for claim in claims) == 10
+        running = Job.objects.filter(owner=user, status=Status.RUNNING)
+        assert running.count() == 2
+        running.update(status=Status.SUCCEEDED)
 
 
 def test_submissions_are_refused_while_the_budget_is_spent(user):

@@ -1,4 +1,8 @@
-"""The JSON API fuzzed from its own OpenAPI schema: no 5xx, and every answer matches the schema."""
+"""The JSON API fuzzed from its own OpenAPI schema: no 5xx, and every answer matches the schema.
+
+The cases come from the session's seed (tests/seeds.py), so a failure is replayed with
+AIJOBS_TEST_SEED; each operation still draws its own cases from it.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from tests.seeds import SEED
 from webapp.api import api
 
 schema = schemathesis.openapi.from_dict(api.get_openapi_schema())
+schema.config.seed = SEED
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

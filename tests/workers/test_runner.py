@@ -13,7 +13,7 @@ from jobs import services
 from jobs.models import Job, Outcome, ProviderCall, Status, UserLimits
 from jobs.services import job_submit
 from jobs.usage import Usage
-from workers import claude, runner
+from workers import claude, ratelimit, runner
 
 pytestmark = pytest.mark.django_db
 
@@ -171,7 +171,8 @@ def test_a_spent_budget_fails_the_job_before_calling(replies, user):
     assert job.calls.count() == 0
 
 
-def test_a_provider_429_pauses_the_model_for_every_worker(job, replies, user):
+def test_a_provider_429_pauses_the_model_for_every_worker(job, replies, user, settings):
+    settings.AIJOBS_RETRY_MAX_DELAY = 60
     queued, _ = replies
     queued.append(
         claude.ClaudeError("rate_limited", "429", retryable=True, retry_after=30, status=429)
@@ -184,6 +185,29 @@ def test_a_provider_429_pauses_the_model_for_every_worker(job, replies, user):
     assert outcome.retry_in >= 25, "the second job waits out the pause without calling"
     other.refresh_from_db()
     assert (other.status, other.attempts, other.calls.count()) == (Status.QUEUED, 0, 0)
+
+
+def test_waiting_for_the_rate_limit_comes_back_within_the_retry_cap(job, replies, settings):
+    settings.AIJOBS_RETRY_MAX_DELAY = 2
+    ratelimit.pause(job.model, 600)
+
+    countdowns = [runner.run_job(job.id).retry_in for _ in range(20)]
+
+    assert all(0 < countdown <= 2 for countdown in countdowns), countdowns
+    assert len(set(countdowns)) > 1, "still jittered under the cap"
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.calls.count()) == (Status.QUEUED, 0, 0)
+
+
+def test_waiting_for_the_running_limit_comes_back_within_the_retry_cap(replies, user, settings):
+    settings.AIJOBS_RETRY_MAX_DELAY = 1
+    UserLimits.objects.create(user=user, max_running=1)
+    job, other = (
+        job_submit(owner=user, kind="summarize", input={"text": "A text."}).job for _ in "ab"
+    )
+    services.job_claim(job_id=other.id)
+
+    assert 0 < runner.run_job(job.id).retry_in <= 1
 
 
 def test_a_job_that_keeps_killing_its_worker_fails_instead_of_looping(job, replies, settings):

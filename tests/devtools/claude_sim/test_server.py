@@ -126,4 +126,6 @@ def test_serves_a_hundred_slow_requests_concurrently(sim) -> None:
     assert all(answer.stop_reason == "end_turn" for answer in answers)
     current = stats(sim)
     assert current["by_outcome"]["ok"] == 100
-    assert current["max_in_flight"] >= 50
+    # More than one at a time, however slow the machine; how many is a floor for
+    # `make bench` (tests/timing_floors.py), not a guarantee.
+    assert current["max_in_flight"] > 1
