@@ -5,15 +5,18 @@ task_send_sent_event."""
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.conf import settings
 
 from celery_app import app
-from tests.integration.harness import wait_for
+from tests.integration.harness import ROOT, stop_process, wait_for, worker_env
 from workers import tasks
 
 pytestmark = pytest.mark.integration
@@ -77,3 +80,25 @@ def test_a_worker_sends_task_events_for_a_job_run_and_none_for_the_reaper(worker
 
     assert {"task-received", "task-started", "task-succeeded"} <= types_for(events, run_id)
     assert types_for(events, reap_id) <= PUBLISHER_EVENTS
+
+
+def test_beat_publishes_its_chores_without_task_sent_events(tmp_path, simulator):
+    queue = settings.CELERY_TASK_DEFAULT_QUEUE
+    env = worker_env(simulator.url, AIJOBS_REAPER_INTERVAL="0.5")
+    command = [sys.executable, "-m", "celery", "-A", "celery_app", "beat", "--loglevel=INFO"]
+    command += ["--schedule", str(tmp_path / "schedule"), "--pidfile", ""]
+    with received_events() as events, app.connection_for_write() as connection:
+        connection.default_channel.queue_purge(queue)
+        with (tmp_path / "beat.log").open("wb") as log:
+            beat = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
+        try:
+            wait_for(
+                lambda: connection.default_channel.client.llen(queue) >= 2,
+                timeout=30,
+                what="beat to publish the reaper twice",
+            )
+        finally:
+            stop_process(beat)
+            connection.default_channel.queue_purge(queue)
+
+    assert [event for event in events if event["type"] == "task-sent"] == []
