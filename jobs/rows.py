@@ -9,6 +9,7 @@ build them (the fields' own database converters applied).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -55,3 +56,20 @@ def fetch_job(sql: str, params: Sequence[Any] | dict[str, Any]) -> Job | None:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     return None if row is None else job_columns().job(row)
+
+
+def _lock_id(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+def try_advisory_lock(name: str) -> bool:
+    """A transaction-scoped advisory lock if it is free now."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_lock_id(name)])
+        return bool(cursor.fetchone()[0])
+
+
+def advisory_lock(name: str) -> None:
+    """A transaction-scoped advisory lock, waiting for it."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_lock_id(name)])

@@ -6,8 +6,8 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+from jobs.attempts import CallReport, call_begin, call_finish
 from jobs.models import Job, Outcome, ProviderCall
-from jobs.services import CallReport, call_begin, call_finish
 from jobs.usage import Usage
 
 

@@ -18,7 +18,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer, SessionAuth
 from pydantic import ConfigDict
 
-from jobs import kinds, selectors, services
+from jobs import kinds, selectors, submission
 from jobs.errors import (
     BudgetExceeded,
     IdempotencyKeyInFlight,
@@ -278,15 +278,15 @@ def create_job(request: HttpRequest, payload: JobCreate) -> HttpResponse:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not IDEMPOTENCY_KEY.match(key):
         raise HttpError(400, "Idempotency-Key must be 1 to 255 printable ASCII characters")
-    submission = services.job_submit(
+    submitted = submission.job_submit(
         owner=request.auth,
         kind=payload.kind,
         input=payload.input,
         model=payload.model,
         idempotency_key=key,
     )
-    job, headers = _maybe_wait(request, submission.job)
-    if submission.replayed:
+    job, headers = _maybe_wait(request, submitted.job)
+    if submitted.replayed:
         headers["Idempotent_Replayed"] = "true"
     return _job_response(request, job, 201, Location=f"/api/v1/jobs/{job.id}", **headers)
 
@@ -315,7 +315,7 @@ def job_calls(request: HttpRequest, job_id: UUID) -> list[dict[str, Any]]:
 
 @api.post("/jobs/{job_id}/cancel", response={200: JobOut, **ERRORS}, summary="Cancel a job")
 def cancel_job(request: HttpRequest, job_id: UUID) -> dict[str, Any]:
-    return present_job(services.job_cancel(job=_owned_job(request, job_id)))
+    return present_job(submission.job_cancel(job=_owned_job(request, job_id)))
 
 
 @api.get("/usage", response={200: UsageReport, **ERRORS}, summary="Token and cost totals")

@@ -1,6 +1,6 @@
 """HTML forms: they turn what a browser posts into what the services take.
 
-A job's values are checked once, by its kind's Input model inside jobs.services, for the web
+A job's values are checked once, by its kind's Input model inside jobs.submission, for the web
 and the API alike. JobForm only turns strings into JSON types (a number, a list of labels, a
 parsed schema) and puts the service's field errors back next to the fields they name.
 """

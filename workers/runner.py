@@ -19,10 +19,10 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from pydantic import BaseModel
 
-from jobs import kinds, services
+from jobs import attempts, kinds
+from jobs.attempts import CallReport
 from jobs.errors import BudgetExceeded
 from jobs.models import Job, Outcome, ProviderCall
-from jobs.services import CallReport
 from jobs.usage import Usage
 from workers import claude, ratelimit
 from workers.backoff import retry_delay
@@ -61,7 +61,7 @@ class Request:
 
 
 def run_job(job_id: UUID | str, *, task_id: str = "") -> RunResult:
-    claim = services.job_claim(job_id=job_id)
+    claim = attempts.job_claim(job_id=job_id)
     if claim.busy:
         return RunResult(retry_in=_spread(BUSY_DELAY_SECONDS))
     job = claim.job
@@ -76,7 +76,7 @@ def run_job(job_id: UUID | str, *, task_id: str = "") -> RunResult:
     log.info("job %s attempt %d claimed (%s, %s)", job.id, job.attempts, job.kind, job.model)
     if job.lost_leases > settings.AIJOBS_MAX_LOST_LEASES:
         message = f"its worker stopped {job.lost_leases} times while running it"
-        services.job_fail(job_id=job.id, attempt=job.attempts, code="worker_lost", message=message)
+        attempts.job_fail(job_id=job.id, attempt=job.attempts, code="worker_lost", message=message)
         return RunResult()
     try:
         return _attempt(job, task_id)
@@ -88,7 +88,7 @@ def run_job(job_id: UUID | str, *, task_id: str = "") -> RunResult:
     except Exception:
         # A bug must end the job visibly rather than leave it running until its lease lapses.
         log.exception("job %s attempt %d crashed", job.id, job.attempts)
-        services.job_fail(
+        attempts.job_fail(
             job_id=job.id,
             attempt=job.attempts,
             code="internal_error",
@@ -122,7 +122,7 @@ def _attempt(job: Job, task_id: str) -> RunResult:
                 },
             ]
         )
-    services.job_fail(
+    attempts.job_fail(
         job_id=job.id,
         attempt=job.attempts,
         code="invalid_output",
@@ -169,13 +169,13 @@ def _call(job: Job, seq: int, request: Request, task_id: str) -> claude.Reply | 
             max_tokens=max_tokens,
         )
     except claude.ClaudeError as err:
-        if not services.call_finish(call=call, report=_error_report(err)):
+        if not attempts.call_finish(call=call, report=_error_report(err)):
             return _abandon(job)
         if err.status == 429 and err.retry_after:
             ratelimit.pause(job.model, err.retry_after)
         return _after_error(job, err)
     result = request.kind.result_from(reply.output) if reply.output is not None else None
-    if not services.call_finish(call=call, report=_reply_report(reply), result=result):
+    if not attempts.call_finish(call=call, report=_reply_report(reply), result=result):
         return _abandon(job)
     ratelimit.settle(
         job.model,
@@ -192,13 +192,13 @@ def _begin(job: Job, seq: int, request: Request, task_id: str) -> ProviderCall |
     max_tokens = request.kind.MAX_TOKENS
     worst_case = Usage(input_tokens=request.estimated_input, output_tokens=max_tokens)
     try:
-        return services.call_begin(
+        return attempts.call_begin(
             job=job, seq=seq, reserve_usd=worst_case.cost_usd(job.model), celery_task_id=task_id
         )
     except BudgetExceeded as exc:
         ratelimit.settle(job.model, estimated_input=request.estimated_input, actual_input=0,
                          max_tokens=max_tokens, actual_output=0)  # fmt: skip
-        services.job_fail(job_id=job.id, attempt=job.attempts, code=exc.code, message=exc.message)
+        attempts.job_fail(job_id=job.id, attempt=job.attempts, code=exc.code, message=exc.message)
         return None
 
 
@@ -215,10 +215,10 @@ def _wait_for_quota(job: Job, seq: int, wait: float) -> RunResult:
     delay = _spread(wait)
     if seq == 0:
         # Nothing was sent in this attempt, so it does not count as one.
-        services.job_release(job_id=job.id, attempt=job.attempts)
+        attempts.job_release(job_id=job.id, attempt=job.attempts)
         return RunResult(retry_in=delay)
     message = "waiting for the provider rate limit before the repair round"
-    if services.job_schedule_retry(
+    if attempts.job_schedule_retry(
         job_id=job.id, attempt=job.attempts, delay=delay, code="rate_limited", message=message
     ):
         return RunResult(retry_in=delay)
@@ -232,14 +232,14 @@ def _spread(seconds: float) -> float:
 
 def _after_error(job: Job, err: claude.ClaudeError) -> RunResult:
     if not err.retryable:
-        services.job_fail(job_id=job.id, attempt=job.attempts, code=err.code, message=err.message)
+        attempts.job_fail(job_id=job.id, attempt=job.attempts, code=err.code, message=err.message)
         return RunResult()
     if job.attempts >= settings.AIJOBS_MAX_ATTEMPTS:
         message = f"gave up after {job.attempts} attempts; last error: {err.message}"
-        services.job_fail(job_id=job.id, attempt=job.attempts, code=err.code, message=message)
+        attempts.job_fail(job_id=job.id, attempt=job.attempts, code=err.code, message=message)
         return RunResult()
     delay = retry_delay(job.attempts, err.retry_after)
-    if not services.job_schedule_retry(
+    if not attempts.job_schedule_retry(
         job_id=job.id, attempt=job.attempts, delay=delay, code=err.code, message=err.message
     ):
         return RunResult()

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from jobs.models import Job, ProviderCall
-from jobs.services import job_enqueue
+from jobs.submission import job_enqueue
 from tests.helpers import unique
 from tests.integration.harness import wait_for
 

@@ -7,9 +7,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from jobs.attempts import job_claim
 from jobs.health import jobs_stalled
 from jobs.models import Job
-from jobs.services import job_claim, job_submit
+from jobs.submission import job_submit
 
 pytestmark = pytest.mark.django_db
 

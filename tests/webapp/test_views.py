@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
-from jobs import services
+from jobs import attempts, submission
 from jobs.errors import IdempotencyKeyInFlight
 from jobs.kinds.schema import check_schema
 from jobs.models import ApiToken, Job, UserLimits
@@ -61,12 +61,12 @@ def web(client, user):
 
 
 def submit(owner, kind="summarize", **input):
-    return services.job_submit(owner=owner, kind=kind, input={"text": STORY, **input}).job
+    return submission.job_submit(owner=owner, kind=kind, input={"text": STORY, **input}).job
 
 
 def succeed(job, result):
     """Take the job through a worker's steps (claim, one call, success) ending with `result`."""
-    claimed = services.job_claim(job_id=job.id).job
+    claimed = attempts.job_claim(job_id=job.id).job
     record_call(
         claimed,
         attempt=claimed.attempts,
@@ -140,7 +140,7 @@ def test_each_page_renders_for_a_logged_in_user(web, name):
 
 @pytest.mark.parametrize("kind", ["summarize", "classify", "extract"])
 def test_a_job_page_renders_for_each_kind(web, user, kind):
-    job = services.job_submit(owner=user, kind=kind, input=EXPECTED_INPUTS[kind]).job
+    job = submission.job_submit(owner=user, kind=kind, input=EXPECTED_INPUTS[kind]).job
 
     response = web.get(reverse("job_detail", args=[job.id]))
 
@@ -277,7 +277,7 @@ def test_a_used_form_sent_again_with_other_values_gets_a_new_key(web):
 
 def test_a_post_racing_the_first_one_waits_then_replays_its_job(web, user, monkeypatch):
     job = submit(user)
-    answers = iter([IdempotencyKeyInFlight("busy"), services.Submission(job, replayed=True)])
+    answers = iter([IdempotencyKeyInFlight("busy"), submission.Submission(job, replayed=True)])
 
     def job_submit(**kwargs):
         answer = next(answers)
@@ -285,7 +285,7 @@ def test_a_post_racing_the_first_one_waits_then_replays_its_job(web, user, monke
             raise answer
         return answer
 
-    monkeypatch.setattr(services, "job_submit", job_submit)
+    monkeypatch.setattr(submission, "job_submit", job_submit)
 
     response = post_form(web, FORMS["summarize"])
 
@@ -407,8 +407,8 @@ def test_the_detail_fragment_holds_the_changing_parts(web, user):
 
 def test_a_retrying_job_shows_its_last_error_and_next_retry(web, user):
     job = submit(user)
-    claimed = services.job_claim(job_id=job.id).job
-    services.job_schedule_retry(
+    claimed = attempts.job_claim(job_id=job.id).job
+    attempts.job_schedule_retry(
         job_id=job.id, attempt=claimed.attempts, delay=30, code="rate_limited", message="429"
     )
 

@@ -9,19 +9,18 @@ import pytest
 from django.db import IntegrityError
 from django.utils import timezone
 
-from jobs.errors import BudgetExceeded, InvalidInput
-from jobs.models import Job, Outcome, ProviderCall, Status, UserLimits
-from jobs.services import (
+from jobs.attempts import (
     CallReport,
     call_begin,
     call_finish,
-    job_cancel,
     job_claim,
     job_fail,
     job_release,
     job_schedule_retry,
-    job_submit,
 )
+from jobs.errors import BudgetExceeded
+from jobs.models import Job, Outcome, ProviderCall, Status, UserLimits
+from jobs.submission import job_cancel, job_submit
 from jobs.usage import Usage
 from tests.helpers import record_call, succeed
 
@@ -215,22 +214,3 @@ def test_a_budget_reservation_that_does_not_fit_is_refused(user):
     ledger.refresh_from_db()
     assert (ledger.spent_usd, ledger.reserved_usd) == (Decimal("0.1"), Decimal(0))
     assert call_begin(job=second, seq=0, reserve_usd=Decimal("0.70"))
-
-
-def test_submissions_are_refused_while_the_budget_is_spent(user):
-    UserLimits.objects.create(user=user, budget_usd=Decimal("0.10"))
-    (job,) = submit(user)
-    job.attempts = 1
-    call = call_begin(job=job, seq=0, reserve_usd=Decimal("0.05"))
-    call_finish(call=call, report=CallReport(outcome=Outcome.OK, usage=Usage(input_tokens=100_000)))
-
-    with pytest.raises(BudgetExceeded):
-        submit(user)
-    assert Job.objects.filter(owner=user).count() == 1
-
-
-def test_invalid_input_raises_before_anything_is_stored(user):
-    with pytest.raises(InvalidInput) as error:
-        job_submit(owner=user, kind="summarize", input={"text": ""})
-    assert error.value.details[0]["loc"][:2] == ["input", "text"]
-    assert Job.objects.count() == 0
