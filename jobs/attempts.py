@@ -10,17 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from functools import cache
 from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from jobs import limits, rows
-from jobs.models import Job, Outcome, ProviderCall, Status, UserLimits
+from jobs.models import Job, Outcome, ProviderCall, Status
 from jobs.usage import Usage
+
+# Error messages are stored cut to this many characters: enough to read, not a whole body.
+MAX_ERROR_MESSAGE = 2000
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,11 @@ class CallReport:
     http_status: int | None = None
     error_code: str = ""
     error_message: str = ""
+
+    def columns(self) -> dict[str, Any]:
+        """The call's columns that say how it ended (its usage aside)."""
+        columns = {name: getattr(self, name) for name in rows.CALL_REPORT_COLUMNS}
+        return {**columns, "error_message": self.error_message[:MAX_ERROR_MESSAGE]}
 
 
 @dataclass(frozen=True)
@@ -83,46 +90,13 @@ def job_claim(*, job_id: UUID | str) -> Claim:
 
 def _claim(job_id: UUID | str, *, unlimited_owners_only: bool = False) -> Job | None:
     now = timezone.now()
-    params = {
-        "id": job_id,
-        "now": now,
-        "lease_expires_at": now + timedelta(seconds=settings.AIJOBS_LEASE_SECONDS),
-        "running": Status.RUNNING,
-        "queued": Status.QUEUED,
-        "retrying": Status.RETRYING,
-        "default_max_running": settings.AIJOBS_MAX_RUNNING_PER_USER,
-    }
-    return rows.fetch_job(_claim_sql(unlimited_owners_only), params)
-
-
-@cache
-def _claim_sql(unlimited_owners_only: bool) -> str:
-    """One statement that claims the job if it is claimable, and returns it.
-
-    With `unlimited_owners_only` it also requires that the owner has no running
-    limit: that is every claim unless running limits are in use, one round trip
-    with no transaction. It reads the owner's limit afresh, where the path with
-    a limit reads it from the per-process cache.
-    """
-    owner_unlimited = f"""
-        AND COALESCE(
-            (SELECT max_running FROM {UserLimits._meta.db_table} WHERE user_id = owner_id),
-            %(default_max_running)s
-        ) = 0"""
-    return f"""
-        UPDATE {Job._meta.db_table} SET
-            status = %(running)s,
-            attempts = attempts + 1,
-            lost_leases = lost_leases + (CASE WHEN status = %(running)s THEN 1 ELSE 0 END),
-            lease_expires_at = %(lease_expires_at)s,
-            started_at = %(now)s,
-            next_retry_at = NULL
-        WHERE id = %(id)s
-            AND (status IN (%(queued)s, %(retrying)s)
-                 OR (status = %(running)s AND lease_expires_at < %(now)s))
-            {owner_unlimited if unlimited_owners_only else ""}
-        RETURNING {rows.job_columns().sql}
-    """
+    return rows.job_claim(
+        job_id=job_id,
+        now=now,
+        lease_expires_at=now + timedelta(seconds=settings.AIJOBS_LEASE_SECONDS),
+        owner_unlimited_only=unlimited_owners_only,
+        default_max_running=settings.AIJOBS_MAX_RUNNING_PER_USER,
+    )
 
 
 def _running_count(owner_id: int) -> int:
@@ -180,72 +154,17 @@ def call_finish(
         return settled
 
 
-# A settled call's columns, and the job's running totals of them.
-USAGE_COLUMNS = (*Usage().as_fields(), "cost_usd")
-REPORT_COLUMNS = (
-    "outcome",
-    "provider_request_id",
-    "stop_reason",
-    "latency_ms",
-    "http_status",
-    "error_code",
-    "error_message",
-    *USAGE_COLUMNS,
-)
-
-
 def _settle(
     call: ProviderCall, report: CallReport, cost: Decimal, result: dict[str, Any] | None
 ) -> bool:
-    """Settle the pending call, add its usage to the job and, with `result`, succeed the
-    job if this attempt still holds it: one statement, so all of it or none."""
-    success: dict[str, Any] = {}
-    if result is not None:
-        stored = Job._meta.get_field("result").get_db_prep_value(result, connection)
-        success = {**_success(result), "result": stored}
-    params = {
-        "call_id": call.pk,
-        "pending": Outcome.PENDING,
-        "running": Status.RUNNING,
-        "attempt": call.attempt,
-        "outcome": report.outcome,
-        "provider_request_id": report.provider_request_id,
-        "stop_reason": report.stop_reason,
-        "latency_ms": report.latency_ms,
-        "http_status": report.http_status,
-        "error_code": report.error_code,
-        "error_message": report.error_message[:2000],
-        "cost_usd": cost,
-        **report.usage.as_fields(),
-        **{f"job_{name}": value for name, value in success.items()},
-    }
-    with connection.cursor() as cursor:
-        cursor.execute(_settle_sql(tuple(success)), params)
-        return cursor.rowcount == 1
-
-
-@cache
-def _settle_sql(job_changes: tuple[str, ...]) -> str:
-    held = "job.status = %(running)s AND job.attempts = %(attempt)s"
-    job_set = [f"{name} = job.{name} + %({name})s" for name in USAGE_COLUMNS]
-    if job_changes:
-        job_set += [
-            f"{name} = CASE WHEN {held} THEN %(job_{name})s ELSE job.{name} END"
-            for name in job_changes
-        ]
-        job_set.append(
-            f"lease_expires_at = CASE WHEN {held} THEN NULL ELSE job.lease_expires_at END"
-        )
-    call_set = ", ".join(f"{name} = %({name})s" for name in REPORT_COLUMNS)
-    return f"""
-        WITH settled AS (
-            UPDATE {ProviderCall._meta.db_table} SET {call_set}
-            WHERE id = %(call_id)s AND outcome = %(pending)s
-            RETURNING job_id
-        )
-        UPDATE {Job._meta.db_table} AS job SET {", ".join(job_set)}
-        FROM settled WHERE job.id = settled.job_id
-    """
+    return rows.call_settle(
+        call_id=call.pk,
+        attempt=call.attempt,
+        report={**report.columns(), **report.usage.as_fields()},
+        cost_usd=cost,
+        result=result,
+        finished_at=timezone.now(),
+    )
 
 
 def _update_held(job_id: UUID, attempt: int, **changes: Any) -> bool:
@@ -254,23 +173,13 @@ def _update_held(job_id: UUID, attempt: int, **changes: Any) -> bool:
     return held.update(lease_expires_at=None, **changes) == 1
 
 
-def _success(result: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "status": Status.SUCCEEDED,
-        "result": result,
-        "error_code": "",
-        "error_message": "",
-        "finished_at": timezone.now(),
-    }
-
-
 def job_fail(*, job_id: UUID, attempt: int, code: str, message: str) -> bool:
     return _update_held(
         job_id,
         attempt,
         status=Status.FAILED,
         error_code=code,
-        error_message=message[:2000],
+        error_message=message[:MAX_ERROR_MESSAGE],
         finished_at=timezone.now(),
     )
 
@@ -285,7 +194,7 @@ def job_schedule_retry(
         attempt,
         status=Status.RETRYING,
         error_code=code,
-        error_message=message[:2000],
+        error_message=message[:MAX_ERROR_MESSAGE],
         next_retry_at=now + timedelta(seconds=delay),
         enqueued_at=now,
     )

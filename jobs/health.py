@@ -7,10 +7,10 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 
 from celery_app import app as celery_app
+from jobs import rows
 from jobs.models import Job, Status
 
 PING_TIMEOUT = 1.0
@@ -43,8 +43,7 @@ def jobs_stalled() -> bool:
 
 def _check_database() -> bool:
     try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
+        rows.database_ping()
         return True
     except Exception:
         return False

@@ -7,7 +7,6 @@ import binascii
 import time as time_module
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from functools import cache
 from typing import Any
 from uuid import UUID
 
@@ -34,13 +33,7 @@ GROUPINGS = {"day": "day", "kind": "job__kind", "model": "model"}
 
 def job_get(*, owner: AbstractBaseUser, job_id: UUID) -> Job | None:
     """The owner's job, or None: the status poll, the most frequent request of all."""
-    return rows.fetch_job(_job_by_owner(), [job_id, owner.pk])
-
-
-@cache
-def _job_by_owner() -> str:
-    columns, table = rows.job_columns().sql, Job._meta.db_table
-    return f"SELECT {columns} FROM {table} WHERE id = %s AND owner_id = %s"
+    return rows.job_of_owner(job_id=job_id, owner_id=owner.pk)
 
 
 @dataclass(frozen=True)
