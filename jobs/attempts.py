@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from enum import Enum
 from typing import Any
 from uuid import UUID
 
@@ -18,7 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from jobs import limits, rows
-from jobs.models import Job, Outcome, ProviderCall, Status
+from jobs.models import FINISHED, Job, Outcome, ProviderCall, Status
 from jobs.usage import Usage
 
 # Error messages are stored cut to this many characters: enough to read, not a whole body.
@@ -44,24 +45,24 @@ class CallReport:
         return {**columns, "error_message": self.error_message[:MAX_ERROR_MESSAGE]}
 
 
+class ClaimOutcome(Enum):
+    """How a claim ended; only CLAIMED comes with the job."""
+
+    CLAIMED = "claimed"
+    # No such row: a deleted job (messages are sent only after the row's commit).
+    MISSING = "missing"
+    # Succeeded, failed or canceled.
+    FINISHED = "finished"
+    # Another attempt holds a live lease on it, or took it between our look and our claim.
+    HELD = "held"
+    # Its owner is at their running limit: the job waits its turn.
+    OWNER_BUSY = "owner_busy"
+
+
 @dataclass(frozen=True)
 class Claim:
-    """The job held for one attempt, or none: `busy` when its owner is at their running
-    limit, `missing` when there is no such row."""
-
-    job: Job | None
-    busy: bool = False
-    missing: bool = False
-
-
-def _claimable(job: Job, now: datetime) -> bool:
-    if job.status in (Status.QUEUED, Status.RETRYING):
-        return True
-    return (
-        job.status == Status.RUNNING
-        and job.lease_expires_at is not None
-        and job.lease_expires_at < now
-    )
+    outcome: ClaimOutcome
+    job: Job | None = None
 
 
 def job_claim(*, job_id: UUID | str) -> Claim:
@@ -70,33 +71,39 @@ def job_claim(*, job_id: UUID | str) -> Claim:
     A claim that takes over a lapsed lease (its worker died) counts it in
     `lost_leases`. The attempt number it sets fences off the old holder.
     """
-    job = _claim(job_id, unlimited_owners_only=True)
-    if job is not None:
-        return Claim(job=job)
-    # Not claimable, missing, or its owner has a running limit: look before deciding.
-    seen = Job.objects.filter(pk=job_id).first()
-    if seen is None:
-        return Claim(job=None, missing=True)
-    if not _claimable(seen, timezone.now()):
-        return Claim(job=None)
-    limit = limits.limits_for(seen.owner_id).max_running
-    if not limit:
-        return Claim(job=_claim(job_id))
-    with transaction.atomic():
-        if _running_count(seen.owner_id) >= limit:
-            return Claim(job=None, busy=True)
-        return Claim(job=_claim(job_id))
-
-
-def _claim(job_id: UUID | str, *, unlimited_owners_only: bool = False) -> Job | None:
     now = timezone.now()
+    job = _claim(job_id, now, owner_unlimited_only=True)
+    if job is not None:
+        return Claim(ClaimOutcome.CLAIMED, job)
+    # Not claimable, missing, or its owner has a running limit: look before deciding.
+    state = rows.job_state(job_id=job_id, now=now)
+    if state is None:
+        return Claim(ClaimOutcome.MISSING)
+    if not state.claimable:
+        finished = state.status in FINISHED
+        return Claim(ClaimOutcome.FINISHED if finished else ClaimOutcome.HELD)
+    limit = limits.limits_for(state.owner_id).max_running
+    if not limit:
+        return _taken(_claim(job_id, now))
+    with transaction.atomic():
+        if _running_count(state.owner_id) >= limit:
+            return Claim(ClaimOutcome.OWNER_BUSY)
+        return _taken(_claim(job_id, now))
+
+
+def _claim(job_id: UUID | str, now: datetime, *, owner_unlimited_only: bool = False) -> Job | None:
     return rows.job_claim(
         job_id=job_id,
         now=now,
         lease_expires_at=now + timedelta(seconds=settings.AIJOBS_LEASE_SECONDS),
-        owner_unlimited_only=unlimited_owners_only,
+        owner_unlimited_only=owner_unlimited_only,
         default_max_running=settings.AIJOBS_MAX_RUNNING_PER_USER,
     )
+
+
+def _taken(job: Job | None) -> Claim:
+    """A claim after the look; None means another worker (or a cancel) got there first."""
+    return Claim(ClaimOutcome.CLAIMED, job) if job is not None else Claim(ClaimOutcome.HELD)
 
 
 def _running_count(owner_id: int) -> int:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from django.db import connection
@@ -146,12 +146,16 @@ def job_claim(
     return _fetch_job(_claim_sql(), params)
 
 
+# The claim rule, written once: waiting for an attempt, or running on a lease that lapsed
+# (its worker died). Both the claim and the look at an unclaimed job test it.
+_CLAIMABLE = (
+    f"status IN ({_literal(Status.QUEUED)}, {_literal(Status.RETRYING)})"
+    f" OR (status = {RUNNING} AND lease_expires_at < %(now)s)"
+)
+
+
 @cache
 def _claim_sql() -> str:
-    claimable = (
-        f"status IN ({_literal(Status.QUEUED)}, {_literal(Status.RETRYING)})"
-        f" OR (status = {RUNNING} AND lease_expires_at < %(now)s)"
-    )
     return f"""
         UPDATE {Job._meta.db_table} SET
             status = {RUNNING},
@@ -161,12 +165,41 @@ def _claim_sql() -> str:
             started_at = %(now)s,
             next_retry_at = NULL
         WHERE id = %(id)s
-            AND ({claimable})
+            AND ({_CLAIMABLE})
             AND (NOT %(owner_unlimited_only)s OR COALESCE(
                 (SELECT max_running FROM {UserLimits._meta.db_table} WHERE user_id = owner_id),
                 %(default_max_running)s
             ) = 0)
         RETURNING {job_columns().sql}
+    """
+
+
+class JobState(NamedTuple):
+    owner_id: int
+    status: str
+    claimable: bool
+
+
+def job_state(*, job_id: UUID | str, now: datetime) -> JobState | None:
+    """The job's owner and status and whether the claim rule holds for it, or None when
+    there is no such job::
+
+        SELECT owner_id, status,
+            (status IN ('queued', 'retrying')
+             OR (status = 'running' AND lease_expires_at < %(now)s)) IS TRUE
+        FROM jobs_job WHERE id = %(id)s
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_job_state_sql(), {"id": job_id, "now": now})
+        row = cursor.fetchone()
+    return None if row is None else JobState(*row)
+
+
+@cache
+def _job_state_sql() -> str:
+    return f"""
+        SELECT owner_id, status, ({_CLAIMABLE}) IS TRUE
+        FROM {Job._meta.db_table} WHERE id = %(id)s
     """
 
 

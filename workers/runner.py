@@ -20,7 +20,7 @@ from django.db import DatabaseError, connection
 from pydantic import BaseModel
 
 from jobs import attempts, kinds
-from jobs.attempts import CallReport
+from jobs.attempts import CallReport, ClaimOutcome
 from jobs.errors import BudgetExceeded
 from jobs.models import Job, Outcome, ProviderCall
 from jobs.usage import Usage
@@ -62,17 +62,9 @@ class Request:
 
 def run_job(job_id: UUID | str, *, task_id: str = "") -> RunResult:
     claim = attempts.job_claim(job_id=job_id)
-    if claim.busy:
-        return RunResult(retry_in=_spread(BUSY_DELAY_SECONDS))
     job = claim.job
-    if claim.missing:
-        # Messages are sent after the row's commit, so this is a deleted job,
-        # or a bug that published too early; either way nothing can run.
-        log.warning("job %s not found: skipped", job_id)
-        return RunResult()
     if job is None:
-        log.info("job %s not claimable (finished, canceled or held): skipped", job_id)
-        return RunResult()
+        return _not_claimed(job_id, claim.outcome)
     log.info("job %s attempt %d claimed (%s, %s)", job.id, job.attempts, job.kind, job.model)
     if job.lost_leases > settings.AIJOBS_MAX_LOST_LEASES:
         message = f"its worker stopped {job.lost_leases} times while running it"
@@ -95,6 +87,18 @@ def run_job(job_id: UUID | str, *, task_id: str = "") -> RunResult:
             message="the worker hit an internal error",
         )
         raise
+
+
+def _not_claimed(job_id: UUID | str, outcome: ClaimOutcome) -> RunResult:
+    if outcome is ClaimOutcome.OWNER_BUSY:
+        return RunResult(retry_in=_spread(BUSY_DELAY_SECONDS))
+    if outcome is ClaimOutcome.MISSING:
+        # Messages are sent after the row's commit, so this is a deleted job,
+        # or a bug that published too early; either way nothing can run.
+        log.warning("job %s not found: skipped", job_id)
+    else:
+        log.info("job %s not claimable (%s): skipped", job_id, outcome.value)
+    return RunResult()
 
 
 def _attempt(job: Job, task_id: str) -> RunResult:

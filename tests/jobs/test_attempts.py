@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from jobs.attempts import (
     CallReport,
+    ClaimOutcome,
     call_begin,
     call_finish,
     job_claim,
@@ -46,13 +47,21 @@ def test_claim_takes_a_queued_job_once(job):
     assert first.attempts == 1
     assert first.lease_expires_at > timezone.now()
     assert Job.objects.get(pk=job.id).attempts == 1
-    assert (second.job, second.busy) == (None, False)
+    assert (second.outcome, second.job) == (ClaimOutcome.HELD, None)
 
 
 @pytest.mark.parametrize("status", [Status.SUCCEEDED, Status.FAILED, Status.CANCELED])
 def test_finished_jobs_cannot_be_claimed(job, status):
     Job.objects.filter(pk=job.id).update(status=status)
-    assert job_claim(job_id=job.id).job is None
+
+    claim = job_claim(job_id=job.id)
+
+    assert (claim.outcome, claim.job) == (ClaimOutcome.FINISHED, None)
+
+
+def test_a_missing_job_is_said_to_be_missing(job):
+    Job.objects.filter(pk=job.id).delete()
+    assert job_claim(job_id=job.id).outcome is ClaimOutcome.MISSING
 
 
 def test_a_lapsed_lease_can_be_reclaimed_and_fences_the_old_holder(job):
@@ -111,7 +120,7 @@ def test_a_user_at_the_running_limit_waits_and_others_do_not(user, other_user):
     claims = [job_claim(job_id=job.id) for job in mine]
 
     assert [claim.job is not None for claim in claims] == [True, True, False]
-    assert claims[2].busy
+    assert claims[2].outcome is ClaimOutcome.OWNER_BUSY
     assert job_claim(job_id=theirs[0].id).job is not None
     succeed(mine[0], {}, attempt=1)
     assert job_claim(job_id=mine[2].id).job is not None
@@ -122,7 +131,7 @@ def test_the_default_running_limit_applies_to_users_without_their_own(user, sett
     first, second = submit(user, 2)
 
     assert job_claim(job_id=first.id).job is not None
-    assert job_claim(job_id=second.id).busy
+    assert job_claim(job_id=second.id).outcome is ClaimOutcome.OWNER_BUSY
 
 
 def test_a_running_limit_of_zero_lifts_the_default(user, settings):
