@@ -50,6 +50,14 @@ class RunResult:
     retry_in: float | None = None
 
 
+class AttemptOver(Exception):
+    """The attempt ended without an answer to validate; `result` is what the task does next."""
+
+    def __init__(self, result: RunResult) -> None:
+        super().__init__(result)
+        self.result = result
+
+
 @dataclass(frozen=True)
 class Request:
     """One call's fixed parts, and what it is estimated to take from limits and budget."""
@@ -111,21 +119,22 @@ def _attempt(job: Job, task_id: str) -> RunResult:
         messages=[{"role": "user", "content": prompt}],
         estimated_input=(len(kind.SYSTEM_PROMPT) + len(prompt)) // CHARS_PER_TOKEN_ESTIMATE,
     )
-    for seq in (0, 1):
-        reply = _call(job, seq, request, task_id)
-        if isinstance(reply, RunResult):
-            return reply
-        if reply.output is not None:
-            return RunResult()  # recorded together with the job's result
-        request.messages.extend(
-            [
-                {"role": "assistant", "content": reply.text},
-                {
-                    "role": "user",
-                    "content": REPAIR_INSTRUCTION.format(errors=reply.validation_errors),
-                },
-            ]
-        )
+    try:
+        for seq in (0, 1):
+            reply = _call(job, seq, request, task_id)
+            if reply.output is not None:
+                return RunResult()  # recorded together with the job's result
+            request.messages.extend(
+                [
+                    {"role": "assistant", "content": reply.text},
+                    {
+                        "role": "user",
+                        "content": REPAIR_INSTRUCTION.format(errors=reply.validation_errors),
+                    },
+                ]
+            )
+    except AttemptOver as over:
+        return over.result
     attempts.job_fail(
         job_id=job.id,
         attempt=job.attempts,
@@ -151,15 +160,16 @@ def _output_model(kind: ModuleType, job_input: BaseModel) -> type[BaseModel]:
     return model
 
 
-def _call(job: Job, seq: int, request: Request, task_id: str) -> claude.Reply | RunResult:
-    """One provider call within the fleet's rate limits and the owner's budget, always recorded."""
+def _call(job: Job, seq: int, request: Request, task_id: str) -> claude.Reply:
+    """One provider call within the fleet's rate limits and the owner's budget, always recorded.
+
+    Raises AttemptOver when the attempt ends without an answer to validate.
+    """
     max_tokens = request.kind.MAX_TOKENS
     wait = ratelimit.acquire(job.model, input_tokens=request.estimated_input, max_tokens=max_tokens)
     if wait > 0:
-        return _wait_for_quota(job, seq, wait)
+        raise AttemptOver(_wait_for_quota(job, seq, wait))
     call = _begin(job, seq, request, task_id)
-    if call is None:
-        return RunResult()
     # Give the database connection back to the pool while we wait on the network:
     # hundreds of threads waiting on Claude must not hold hundreds of connections.
     if not connection.in_atomic_block:
@@ -174,13 +184,13 @@ def _call(job: Job, seq: int, request: Request, task_id: str) -> claude.Reply | 
         )
     except claude.ClaudeError as err:
         if not attempts.call_finish(call=call, report=_error_report(err)):
-            return _abandon(job)
+            raise _abandoned(job) from err
         if err.status == 429 and err.retry_after:
             ratelimit.pause(job.model, err.retry_after)
-        return _after_error(job, err)
+        raise AttemptOver(_after_error(job, err)) from err
     result = request.kind.result_from(reply.output) if reply.output is not None else None
     if not attempts.call_finish(call=call, report=_reply_report(reply), result=result):
-        return _abandon(job)
+        raise _abandoned(job)
     ratelimit.settle(
         job.model,
         estimated_input=request.estimated_input,
@@ -191,8 +201,8 @@ def _call(job: Job, seq: int, request: Request, task_id: str) -> claude.Reply | 
     return reply
 
 
-def _begin(job: Job, seq: int, request: Request, task_id: str) -> ProviderCall | None:
-    """The pending call row, or None when the budget refused it (and the job has failed)."""
+def _begin(job: Job, seq: int, request: Request, task_id: str) -> ProviderCall:
+    """The pending call row; AttemptOver when the budget refused it (and the job has failed)."""
     max_tokens = request.kind.MAX_TOKENS
     worst_case = Usage(input_tokens=request.estimated_input, output_tokens=max_tokens)
     try:
@@ -203,15 +213,15 @@ def _begin(job: Job, seq: int, request: Request, task_id: str) -> ProviderCall |
         ratelimit.settle(job.model, estimated_input=request.estimated_input, actual_input=0,
                          max_tokens=max_tokens, actual_output=0)  # fmt: skip
         attempts.job_fail(job_id=job.id, attempt=job.attempts, code=exc.code, message=exc.message)
-        return None
+        raise AttemptOver(RunResult()) from exc
 
 
-def _abandon(job: Job) -> RunResult:
+def _abandoned(job: Job) -> AttemptOver:
     """The reaper settled our pending call: we stalled past our lease, and the job is not ours."""
     log.warning(
         "job %s attempt %d: stalled past its lease; left to the next attempt", job.id, job.attempts
     )
-    return RunResult()
+    return AttemptOver(RunResult())
 
 
 def _wait_for_quota(job: Job, seq: int, wait: float) -> RunResult:
