@@ -9,6 +9,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from jobs.usage import TOKEN_COUNTS
+
 
 class Status(models.TextChoices):
     QUEUED = "queued"
@@ -26,16 +28,17 @@ COST_FIELD = {"max_digits": 14, "decimal_places": 6, "default": Decimal(0)}
 
 
 class TokenCounts(models.Model):
-    """The four token counts and their cost, shared by calls and job totals."""
+    """The token counts (a column per Usage count, added below) and their cost, shared by
+    calls and job totals."""
 
-    input_tokens = models.PositiveIntegerField(default=0)
-    output_tokens = models.PositiveIntegerField(default=0)
-    cache_creation_input_tokens = models.PositiveIntegerField(default=0)
-    cache_read_input_tokens = models.PositiveIntegerField(default=0)
     cost_usd = models.DecimalField(**COST_FIELD)
 
     class Meta:
         abstract = True
+
+
+for _count in TOKEN_COUNTS:
+    TokenCounts.add_to_class(_count, models.PositiveIntegerField(default=0))
 
 
 class Job(TokenCounts):

@@ -25,7 +25,7 @@ from django.db import connection
 from django.db.models.expressions import Col
 
 from jobs.models import Job, Outcome, ProviderCall, Status, UserLimits
-from jobs.usage import Usage
+from jobs.usage import TOKEN_FIELDS
 
 # How a call ended, as the worker reports it; the settle writes these and the usage.
 CALL_REPORT_COLUMNS = (
@@ -37,8 +37,6 @@ CALL_REPORT_COLUMNS = (
     "error_code",
     "error_message",
 )
-# A settled call's usage, and the job's running totals of it.
-USAGE_COLUMNS = (*Usage().as_fields(), "cost_usd")
 
 
 @dataclass(frozen=True)
@@ -279,11 +277,11 @@ def _call_settle_sql() -> str:
         "finished_at": "%(finished_at)s",
         "lease_expires_at": "NULL",
     }
-    job_set = [f"{name} = job.{name} + %({name})s" for name in USAGE_COLUMNS] + [
+    job_set = [f"{name} = job.{name} + %({name})s" for name in TOKEN_FIELDS] + [
         f"{name} = CASE WHEN {succeeds} THEN {value} ELSE job.{name} END"
         for name, value in success.items()
     ]
-    call_set = [f"{name} = %({name})s" for name in (*CALL_REPORT_COLUMNS, *USAGE_COLUMNS)]
+    call_set = [f"{name} = %({name})s" for name in (*CALL_REPORT_COLUMNS, *TOKEN_FIELDS)]
     return f"""
         WITH settled AS (
             UPDATE {ProviderCall._meta.db_table} SET

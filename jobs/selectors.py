@@ -17,15 +17,9 @@ from django.db.models.functions import TruncDate
 from jobs import rows
 from jobs.errors import InvalidInput
 from jobs.models import ApiToken, Job, ProviderCall
+from jobs.usage import TOKEN_FIELDS
 
 MAX_PAGE = 100
-TOKEN_FIELDS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_input_tokens",
-    "cache_read_input_tokens",
-    "cost_usd",
-)
 WAIT_FIRST_INTERVAL = 0.05
 WAIT_MAX_INTERVAL = 0.5
 GROUPINGS = {"day": "day", "kind": "job__kind", "model": "model"}

@@ -16,7 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Field, NinjaAPI, Query, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer, SessionAuth
-from pydantic import ConfigDict
+from pydantic import ConfigDict, create_model
 
 from jobs import kinds, selectors, submission
 from jobs.errors import (
@@ -32,6 +32,7 @@ from jobs.health import system_health
 from jobs.models import Job, ProviderCall
 from jobs.models import Status as JobStatus
 from jobs.tokens import api_token_authenticate
+from jobs.usage import TOKEN_COUNTS
 
 MAX_WAIT_SECONDS = 60
 PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+)")
@@ -87,12 +88,13 @@ class JobCreate(Schema):
     model: str | None = Field(default=None, description="a Claude model; defaults per kind")
 
 
-class UsageOut(Schema):
-    input_tokens: int
-    output_tokens: int
-    cache_creation_input_tokens: int
-    cache_read_input_tokens: int
-    cost_usd: str
+UsageOut = create_model(
+    "UsageOut",
+    __base__=Schema,
+    __doc__="Token counts as the provider reported them, and their cost in USD.",
+    **dict.fromkeys(TOKEN_COUNTS, (int, ...)),
+    cost_usd=(str, Field(description="USD as a decimal string")),
+)
 
 
 class JobError(Schema):
@@ -186,13 +188,8 @@ class UsageQuery(Schema):
 
 
 def _usage(row: Job | ProviderCall) -> dict[str, Any]:
-    return {
-        "input_tokens": row.input_tokens,
-        "output_tokens": row.output_tokens,
-        "cache_creation_input_tokens": row.cache_creation_input_tokens,
-        "cache_read_input_tokens": row.cache_read_input_tokens,
-        "cost_usd": f"{row.cost_usd:.6f}",
-    }
+    counts = {name: getattr(row, name) for name in TOKEN_COUNTS}
+    return {**counts, "cost_usd": f"{row.cost_usd:.6f}"}
 
 
 def _error(code: str, message: str) -> dict[str, str] | None:

@@ -8,6 +8,7 @@ import pytest
 
 from jobs.models import Job, ProviderCall
 from jobs.submission import job_enqueue
+from jobs.usage import TOKEN_COUNTS
 from tests.helpers import unique
 from tests.integration.harness import wait_for
 
@@ -39,12 +40,7 @@ def sim_total(simulator) -> int:
 
 def assert_usage_matches_calls(job: dict, calls: list[dict]) -> None:
     """The job's totals are the sum of its recorded calls, each counted once."""
-    for field in (
-        "input_tokens",
-        "output_tokens",
-        "cache_creation_input_tokens",
-        "cache_read_input_tokens",
-    ):
+    for field in TOKEN_COUNTS:
         assert job["usage"][field] == sum(call[field] for call in calls)
     assert Decimal(job["usage"]["cost_usd"]) == sum(Decimal(call["cost_usd"]) for call in calls)
 
