@@ -70,6 +70,16 @@ class Job(TokenCounts):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     next_retry_at = models.DateTimeField(null=True, blank=True)
+    # The finished job this one runs again, with the same kind, input and model. Few jobs
+    # have one, so its index (below) leaves out the rest and costs a submission nothing.
+    rerun_of = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="reruns",
+        db_index=False,
+    )
 
     class Meta:
         constraints = [
@@ -83,6 +93,9 @@ class Job(TokenCounts):
             models.Index(fields=["owner", "-created_at", "-id"], name="job_owner_newest"),
             models.Index(fields=["status", "lease_expires_at"], name="job_status_lease"),
             models.Index(fields=["-started_at"], name="job_last_claimed"),
+            models.Index(
+                fields=["rerun_of"], name="job_rerun_of", condition=Q(rerun_of__isnull=False)
+            ),
         ]
 
     def __str__(self) -> str:

@@ -1,4 +1,5 @@
-"""A job from the user's side: its input checked, stored, sent to the workers, canceled.
+"""A job from the user's side: its input checked, stored, sent to the workers, canceled,
+run again.
 
 A job is a row before it is a message: the row is written first and the
 message sent once it is committed, so a worker never looks for a job that is
@@ -29,6 +30,7 @@ from jobs.errors import (
     IdempotencyKeyReused,
     InvalidInput,
     JobAlreadyFinished,
+    JobNotFinished,
 )
 from jobs.models import UNFINISHED, Job, Status
 
@@ -125,6 +127,28 @@ def job_submit(
         )
 
 
+def job_rerun(*, owner: AbstractBaseUser, job: Job) -> Job:
+    """A new job with the finished `job`'s kind, input and model, `rerun_of` naming it.
+
+    Its input is checked again and the owner's limits and budget apply, as to any
+    submission. A job still queued, running or retrying raises JobNotFinished.
+    """
+    if job.owner_id != owner.pk:
+        raise ValueError("a job can only be rerun by its owner")
+    if not job.is_finished:
+        raise JobNotFinished(f"job is still {job.status}; it can be rerun once it has finished")
+    parsed = job_input_validate(kind=job.kind, input=job.input, model=job.model)
+    fingerprint = request_fingerprint(kind=job.kind, input=job.input, model=job.model)
+    return _store(
+        owner=owner,
+        kind=job.kind,
+        model=job.model,
+        parsed=parsed,
+        fingerprint=fingerprint,
+        rerun_of=job,
+    ).job
+
+
 def _store(
     *,
     owner: AbstractBaseUser,
@@ -133,6 +157,7 @@ def _store(
     parsed: BaseModel,
     fingerprint: str,
     idempotency_key: str | None = None,
+    rerun_of: Job | None = None,
 ) -> Submission:
     limits.check_budget_left(owner.pk)
     limits.check_submission_rate(owner.pk)
@@ -144,6 +169,7 @@ def _store(
         idempotency_key=idempotency_key,
         request_fingerprint=fingerprint,
         enqueued_at=timezone.now(),
+        rerun_of=rerun_of,
     )
     transaction.on_commit(partial(job_enqueue, job_id=job.id))
     return Submission(job=job, replayed=False)

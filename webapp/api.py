@@ -25,6 +25,7 @@ from jobs.errors import (
     IdempotencyKeyReused,
     InvalidInput,
     JobAlreadyFinished,
+    JobNotFinished,
     ServiceError,
     SubmissionRateLimited,
 )
@@ -42,6 +43,7 @@ SERVICE_ERROR_STATUS = {
     IdempotencyKeyReused: 422,
     IdempotencyKeyInFlight: 409,
     JobAlreadyFinished: 409,
+    JobNotFinished: 409,
     BudgetExceeded: 402,
     SubmissionRateLimited: 429,
 }
@@ -116,6 +118,7 @@ class JobOut(Schema):
     started_at: datetime | None
     finished_at: datetime | None
     next_retry_at: datetime | None
+    rerun_of: UUID | None = Field(description="the job this one runs again, if it is a rerun")
 
 
 class JobPage(Schema):
@@ -217,6 +220,7 @@ def present_job(job: Job) -> dict[str, Any]:
         "started_at": _timestamp(job.started_at),
         "finished_at": _timestamp(job.finished_at),
         "next_retry_at": _timestamp(job.next_retry_at),
+        "rerun_of": str(job.rerun_of_id) if job.rerun_of_id else None,
     }
 
 
@@ -241,6 +245,10 @@ def _job_response(request: HttpRequest, job: Job, status: int, **headers: str) -
     for name, value in headers.items():
         response[name.replace("_", "-")] = value
     return response
+
+
+def _location(job: Job) -> str:
+    return f"/api/v1/jobs/{job.id}"
 
 
 def _requested_wait(request: HttpRequest) -> int | None:
@@ -285,7 +293,7 @@ def create_job(request: HttpRequest, payload: JobCreate) -> HttpResponse:
     job, headers = _maybe_wait(request, submitted.job)
     if submitted.replayed:
         headers["Idempotent_Replayed"] = "true"
-    return _job_response(request, job, 201, Location=f"/api/v1/jobs/{job.id}", **headers)
+    return _job_response(request, job, 201, Location=_location(job), **headers)
 
 
 @api.get("/jobs", response={200: JobPage, **ERRORS}, summary="List jobs, newest first")
@@ -313,6 +321,16 @@ def job_calls(request: HttpRequest, job_id: UUID) -> list[dict[str, Any]]:
 @api.post("/jobs/{job_id}/cancel", response={200: JobOut, **ERRORS}, summary="Cancel a job")
 def cancel_job(request: HttpRequest, job_id: UUID) -> dict[str, Any]:
     return present_job(submission.job_cancel(job=_owned_job(request, job_id)))
+
+
+@api.post(
+    "/jobs/{job_id}/rerun", response={201: JobOut, **ERRORS}, summary="Run a finished job again"
+)
+def rerun_job(request: HttpRequest, job_id: UUID) -> HttpResponse:
+    """A new job with the same kind, input and model and `rerun_of` set to this one, through
+    the same validation, limits and budget as a submission; an unfinished job is 409."""
+    job = submission.job_rerun(owner=request.auth, job=_owned_job(request, job_id))
+    return _job_response(request, job, 201, Location=_location(job))
 
 
 @api.get("/usage", response={200: UsageReport, **ERRORS}, summary="Token and cost totals")
