@@ -84,11 +84,11 @@ def job_claim(*, job_id: UUID | str) -> Claim:
         return Claim(ClaimOutcome.FINISHED if finished else ClaimOutcome.HELD)
     limit = limits.limits_for(state.owner_id).max_running
     if not limit:
-        return _taken(_claim(job_id, now))
+        return _taken(_claim(job_id, timezone.now()))
     with transaction.atomic():
         if _running_count(state.owner_id) >= limit:
             return Claim(ClaimOutcome.OWNER_BUSY)
-        return _taken(_claim(job_id, now))
+        return _taken(_claim(job_id, timezone.now()))
 
 
 def _claim(job_id: UUID | str, now: datetime, *, owner_unlimited_only: bool = False) -> Job | None:
@@ -180,14 +180,17 @@ def _update_held(job_id: UUID, attempt: int, **changes: Any) -> bool:
     return held.update(lease_expires_at=None, **changes) == 1
 
 
+def _error(code: str, message: str) -> dict[str, str]:
+    return {"error_code": code, "error_message": message[:MAX_ERROR_MESSAGE]}
+
+
 def job_fail(*, job_id: UUID, attempt: int, code: str, message: str) -> bool:
     return _update_held(
         job_id,
         attempt,
         status=Status.FAILED,
-        error_code=code,
-        error_message=message[:MAX_ERROR_MESSAGE],
         finished_at=timezone.now(),
+        **_error(code, message),
     )
 
 
@@ -200,10 +203,9 @@ def job_schedule_retry(
         job_id,
         attempt,
         status=Status.RETRYING,
-        error_code=code,
-        error_message=message[:MAX_ERROR_MESSAGE],
         next_retry_at=now + timedelta(seconds=delay),
         enqueued_at=now,
+        **_error(code, message),
     )
 
 

@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import uuid
-
 import pytest
 
 pytest_plugins = ("tests.fixtures",)
-
-# Each test session gets its own queue and Redis keys, so a stale message or
-# rate-limit state from an earlier run (or another checkout on the same Redis)
-# never reaches this run.
-SESSION = f"aijobs-test-{uuid.uuid4().hex[:8]}"
-os.environ.setdefault("AIJOBS_QUEUE", SESSION)
-os.environ.setdefault("AIJOBS_REDIS_PREFIX", SESSION)
 
 
 @pytest.fixture(autouse=True)

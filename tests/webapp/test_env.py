@@ -42,3 +42,9 @@ def test_database_urls_in_both_forms():
     assert (socket["HOST"], socket["PORT"], socket["NAME"]) == ("/run/postgresql", "5432", "aijobs")
     with pytest.raises(ImproperlyConfigured):
         database_from_url("mysql://x@y/z")
+
+
+def test_a_test_run_has_a_queue_and_redis_keys_of_its_own(settings):
+    # Shared defaults would let two runs on one Redis take each other's messages.
+    assert settings.CELERY_TASK_DEFAULT_QUEUE.startswith("aijobs-test-")
+    assert settings.AIJOBS_REDIS_PREFIX == settings.CELERY_TASK_DEFAULT_QUEUE
