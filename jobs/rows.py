@@ -131,8 +131,9 @@ def job_claim(
 
     With `owner_unlimited_only` it also requires that the owner has no running
     limit: that is every claim unless running limits are in use, one round trip
-    with no transaction. The parameters are bound on the client, so PostgreSQL
-    plans the statement with the flag's value and drops the condition when false.
+    with no transaction. Parameters are bound on the client (Django's default),
+    so PostgreSQL plans the statement with the flag's value and, without the
+    flag, leaves the condition and its subquery out.
     """
     params = {
         "id": job_id,
