@@ -28,7 +28,14 @@ class JobAdmin(admin.ModelAdmin):
     list_display = ("id", "owner", "kind", "status", "model", "attempts", "cost_usd", "created_at")
     list_filter = ("status", "kind", "model")
     search_fields = ("id", "owner__username", "idempotency_key")
-    readonly_fields = ("id", "created_at", "started_at", "finished_at", "request_fingerprint")
+    readonly_fields = (
+        "id",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "request_fingerprint",
+        "rerun_of",
+    )
     inlines = (ProviderCallInline,)
 
 

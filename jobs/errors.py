@@ -30,6 +30,10 @@ class JobAlreadyFinished(ServiceError):
     code = "job_finished"
 
 
+class JobNotFinished(ServiceError):
+    code = "job_not_finished"
+
+
 class SubmissionRateLimited(ServiceError):
     code = "rate_limited"
 

@@ -7,10 +7,10 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 
 from celery_app import app as celery_app
+from jobs import rows
 from jobs.models import Job, Status
 
 PING_TIMEOUT = 1.0
@@ -46,13 +46,7 @@ def jobs_stalled() -> bool:
 
 def _check_database() -> bool:
     try:
-        if connection.pool is None:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1")
-        else:
-            connection.pool.open()  # as Django does on first use: nothing may have yet
-            with connection.pool.connection(timeout=DATABASE_TIMEOUT) as conn:
-                conn.execute("SELECT 1")
+        rows.database_ping(timeout=DATABASE_TIMEOUT)
         return True
     except Exception:
         return False

@@ -10,6 +10,7 @@ from django.db import models
 from django.db.models import Q
 
 from jobs.fields import OrderedJSONField
+from jobs.usage import TOKEN_COUNTS
 
 
 class Status(models.TextChoices):
@@ -28,16 +29,17 @@ COST_FIELD = {"max_digits": 14, "decimal_places": 6, "default": Decimal(0)}
 
 
 class TokenCounts(models.Model):
-    """The four token counts and their cost, shared by calls and job totals."""
+    """The token counts (a column per Usage count, added below) and their cost, shared by
+    calls and job totals."""
 
-    input_tokens = models.PositiveIntegerField(default=0)
-    output_tokens = models.PositiveIntegerField(default=0)
-    cache_creation_input_tokens = models.PositiveIntegerField(default=0)
-    cache_read_input_tokens = models.PositiveIntegerField(default=0)
     cost_usd = models.DecimalField(**COST_FIELD)
 
     class Meta:
         abstract = True
+
+
+for _count in TOKEN_COUNTS:
+    TokenCounts.add_to_class(_count, models.PositiveIntegerField(default=0))
 
 
 class Job(TokenCounts):
@@ -69,6 +71,16 @@ class Job(TokenCounts):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     next_retry_at = models.DateTimeField(null=True, blank=True)
+    # The finished job this one runs again, with the same kind, input and model. Few jobs
+    # have one, so its index (below) leaves out the rest and costs a submission nothing.
+    rerun_of = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="reruns",
+        db_index=False,
+    )
 
     class Meta:
         constraints = [
@@ -82,6 +94,9 @@ class Job(TokenCounts):
             models.Index(fields=["owner", "-created_at", "-id"], name="job_owner_newest"),
             models.Index(fields=["status", "lease_expires_at"], name="job_status_lease"),
             models.Index(fields=["-started_at"], name="job_last_claimed"),
+            models.Index(
+                fields=["rerun_of"], name="job_rerun_of", condition=Q(rerun_of__isnull=False)
+            ),
         ]
 
     def __str__(self) -> str:

@@ -21,7 +21,7 @@ from django_celery_results.models import TaskResult
 
 from jobs import limits
 from jobs.models import Job, Outcome, ProviderCall, Status
-from jobs.services import job_enqueue
+from jobs.submission import job_enqueue
 
 log = logging.getLogger(__name__)
 

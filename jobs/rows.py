@@ -1,23 +1,42 @@
-"""Job rows read by hand-written SQL, for the statements run most often.
+"""Every hand-written SQL statement, each shown in its function's docstring.
 
-The status poll and the claim run once per request and once per job. Compiling
-them through the ORM cost more CPU than everything else they do, and the claim
-needs `UPDATE ... RETURNING`, which the ORM cannot write. Their SQL is built once
-from the model, and their rows become Job instances exactly as the ORM would
-build them (the fields' own database converters applied).
+The status read, the claim and the settle of a call run once per request or
+several times per job. Compiling them through the ORM cost more CPU than
+everything else they do, and the claim needs `UPDATE ... RETURNING`, which the
+ORM cannot write. Their SQL is built once from the models (table and column
+names, the status values) and the docstrings show what that builds; their rows
+become Job instances exactly as the ORM would build them (the fields' own
+database converters applied). In the docstrings, `<columns of jobs_job>` stands
+for every column of the table.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
+from uuid import UUID
 
 from django.db import connection
 from django.db.models.expressions import Col
 
-from jobs.models import Job
+from jobs.models import Job, Outcome, ProviderCall, Status, UserLimits
+from jobs.usage import TOKEN_FIELDS
+
+# How a call ended, as the worker reports it; the settle writes these and the usage.
+CALL_REPORT_COLUMNS = (
+    "outcome",
+    "provider_request_id",
+    "stop_reason",
+    "latency_ms",
+    "http_status",
+    "error_code",
+    "error_message",
+)
 
 
 @dataclass(frozen=True)
@@ -49,9 +68,274 @@ def job_columns() -> JobColumns:
     )
 
 
-def fetch_job(sql: str, params: Sequence[Any] | dict[str, Any]) -> Job | None:
+def _fetch_job(sql: str, params: Sequence[Any] | dict[str, Any]) -> Job | None:
     """The Job in the first row `sql` returns, its columns listed as `job_columns().sql`."""
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     return None if row is None else job_columns().job(row)
+
+
+def _literal(value: str) -> str:
+    """One of the models' own choice values as an SQL string literal (never user input)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+RUNNING, PENDING = _literal(Status.RUNNING), _literal(Outcome.PENDING)
+
+
+# --- the status read -----------------------------------------------------------------------
+
+
+def job_of_owner(*, job_id: UUID, owner_id: int) -> Job | None:
+    """The owner's job, or None::
+
+    SELECT <columns of jobs_job> FROM jobs_job WHERE id = %s AND owner_id = %s
+    """
+    return _fetch_job(_job_of_owner_sql(), [job_id, owner_id])
+
+
+@cache
+def _job_of_owner_sql() -> str:
+    return f"SELECT {job_columns().sql} FROM {Job._meta.db_table} WHERE id = %s AND owner_id = %s"
+
+
+# --- the claim -------------------------------------------------------------------------------
+
+
+def job_claim(
+    *,
+    job_id: UUID | str,
+    now: datetime,
+    lease_expires_at: datetime,
+    owner_unlimited_only: bool,
+    default_max_running: int,
+) -> Job | None:
+    """Claim the job if it is claimable, and return it as claimed; None when it was not::
+
+        UPDATE jobs_job SET
+            status = 'running',
+            attempts = attempts + 1,
+            lost_leases = lost_leases + (CASE WHEN status = 'running' THEN 1 ELSE 0 END),
+            lease_expires_at = %(lease_expires_at)s,
+            started_at = %(now)s,
+            next_retry_at = NULL
+        WHERE id = %(id)s
+            AND (status IN ('queued', 'retrying')
+                 OR (status = 'running' AND lease_expires_at < %(now)s))
+            AND (NOT %(owner_unlimited_only)s OR COALESCE(
+                (SELECT max_running FROM jobs_userlimits WHERE user_id = owner_id),
+                %(default_max_running)s
+            ) = 0)
+        RETURNING <columns of jobs_job>
+
+    With `owner_unlimited_only` it also requires that the owner has no running
+    limit: that is every claim unless running limits are in use, one round trip
+    with no transaction. Parameters are bound on the client (Django's default),
+    so PostgreSQL plans the statement with the flag's value and, without the
+    flag, leaves the condition and its subquery out.
+    """
+    params = {
+        "id": job_id,
+        "now": now,
+        "lease_expires_at": lease_expires_at,
+        "owner_unlimited_only": owner_unlimited_only,
+        "default_max_running": default_max_running,
+    }
+    return _fetch_job(_claim_sql(), params)
+
+
+# The claim rule, written once: waiting for an attempt, or running on a lease that lapsed
+# (its worker died). Both the claim and the look at an unclaimed job test it.
+_CLAIMABLE = (
+    f"status IN ({_literal(Status.QUEUED)}, {_literal(Status.RETRYING)})"
+    f" OR (status = {RUNNING} AND lease_expires_at < %(now)s)"
+)
+
+
+@cache
+def _claim_sql() -> str:
+    return f"""
+        UPDATE {Job._meta.db_table} SET
+            status = {RUNNING},
+            attempts = attempts + 1,
+            lost_leases = lost_leases + (CASE WHEN status = {RUNNING} THEN 1 ELSE 0 END),
+            lease_expires_at = %(lease_expires_at)s,
+            started_at = %(now)s,
+            next_retry_at = NULL
+        WHERE id = %(id)s
+            AND ({_CLAIMABLE})
+            AND (NOT %(owner_unlimited_only)s OR COALESCE(
+                (SELECT max_running FROM {UserLimits._meta.db_table} WHERE user_id = owner_id),
+                %(default_max_running)s
+            ) = 0)
+        RETURNING {job_columns().sql}
+    """
+
+
+class JobState(NamedTuple):
+    owner_id: int
+    status: str
+    claimable: bool
+
+
+def job_state(*, job_id: UUID | str, now: datetime) -> JobState | None:
+    """The job's owner and status and whether the claim rule holds for it, or None when
+    there is no such job::
+
+        SELECT owner_id, status,
+            (status IN ('queued', 'retrying')
+             OR (status = 'running' AND lease_expires_at < %(now)s)) IS TRUE
+        FROM jobs_job WHERE id = %(id)s
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_job_state_sql(), {"id": job_id, "now": now})
+        row = cursor.fetchone()
+    return None if row is None else JobState(*row)
+
+
+@cache
+def _job_state_sql() -> str:
+    return f"""
+        SELECT owner_id, status, ({_CLAIMABLE}) IS TRUE
+        FROM {Job._meta.db_table} WHERE id = %(id)s
+    """
+
+
+# --- a call settled ----------------------------------------------------------------------------
+
+
+def call_settle(
+    *,
+    call_id: int,
+    attempt: int,
+    report: dict[str, Any],
+    cost_usd: Decimal,
+    result: dict[str, Any] | None,
+    finished_at: datetime,
+) -> bool:
+    """Settle the pending call, add its usage to the job and, with `result`, succeed the job
+    if this attempt still holds it; False when the call was already settled. One statement,
+    so all of it happens or none::
+
+        WITH settled AS (
+            UPDATE jobs_providercall SET
+                outcome = %(outcome)s, provider_request_id = %(provider_request_id)s,
+                stop_reason = %(stop_reason)s, latency_ms = %(latency_ms)s,
+                http_status = %(http_status)s, error_code = %(error_code)s,
+                error_message = %(error_message)s,
+                input_tokens = %(input_tokens)s, output_tokens = %(output_tokens)s,
+                cache_creation_input_tokens = %(cache_creation_input_tokens)s,
+                cache_read_input_tokens = %(cache_read_input_tokens)s,
+                cost_usd = %(cost_usd)s
+            WHERE id = %(call_id)s AND outcome = 'pending'
+            RETURNING job_id
+        )
+        UPDATE jobs_job AS job SET
+            input_tokens = job.input_tokens + %(input_tokens)s,
+            output_tokens = job.output_tokens + %(output_tokens)s,
+            cache_creation_input_tokens = job.cache_creation_input_tokens
+                + %(cache_creation_input_tokens)s,
+            cache_read_input_tokens = job.cache_read_input_tokens + %(cache_read_input_tokens)s,
+            cost_usd = job.cost_usd + %(cost_usd)s,
+            status = CASE WHEN <succeeds> THEN 'succeeded' ELSE job.status END,
+            result = CASE WHEN <succeeds> THEN %(result)s ELSE job.result END,
+            error_code = CASE WHEN <succeeds> THEN '' ELSE job.error_code END,
+            error_message = CASE WHEN <succeeds> THEN '' ELSE job.error_message END,
+            finished_at = CASE WHEN <succeeds> THEN %(finished_at)s ELSE job.finished_at END,
+            lease_expires_at = CASE WHEN <succeeds> THEN NULL ELSE job.lease_expires_at END
+        FROM settled WHERE job.id = settled.job_id
+
+    where <succeeds> is
+    `%(succeed)s AND job.status = 'running' AND job.attempts = %(attempt)s`, spelled
+    out in each CASE. Each CASE reads the job row as the UPDATE locked it, so a cancel
+    that commits first is not overwritten.
+    """
+    params = {
+        **report,
+        "call_id": call_id,
+        "attempt": attempt,
+        "cost_usd": cost_usd,
+        "succeed": result is not None,
+        "result": None
+        if result is None
+        else Job._meta.get_field("result").get_db_prep_value(result, connection),
+        "finished_at": finished_at,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_call_settle_sql(), params)
+        return cursor.rowcount == 1
+
+
+@cache
+def _call_settle_sql() -> str:
+    succeeds = f"%(succeed)s AND job.status = {RUNNING} AND job.attempts = %(attempt)s"
+    success = {
+        "status": _literal(Status.SUCCEEDED),
+        "result": "%(result)s",
+        "error_code": "''",
+        "error_message": "''",
+        "finished_at": "%(finished_at)s",
+        "lease_expires_at": "NULL",
+    }
+    job_set = [f"{name} = job.{name} + %({name})s" for name in TOKEN_FIELDS] + [
+        f"{name} = CASE WHEN {succeeds} THEN {value} ELSE job.{name} END"
+        for name, value in success.items()
+    ]
+    call_set = [f"{name} = %({name})s" for name in (*CALL_REPORT_COLUMNS, *TOKEN_FIELDS)]
+    return f"""
+        WITH settled AS (
+            UPDATE {ProviderCall._meta.db_table} SET
+                {_lines(call_set, indent=16)}
+            WHERE id = %(call_id)s AND outcome = {PENDING}
+            RETURNING job_id
+        )
+        UPDATE {Job._meta.db_table} AS job SET
+            {_lines(job_set, indent=12)}
+        FROM settled WHERE job.id = settled.job_id
+    """
+
+
+def _lines(assignments: list[str], *, indent: int) -> str:
+    """One assignment a line, so the statement reads as its docstring shows it (in logs too)."""
+    return (",\n" + " " * indent).join(assignments)
+
+
+# --- advisory locks and the health check ---------------------------------------------------
+
+
+def _lock_id(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+def try_advisory_lock(name: str) -> bool:
+    """A transaction-scoped advisory lock if it is free now::
+
+    SELECT pg_try_advisory_xact_lock(%s)
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_lock_id(name)])
+        return bool(cursor.fetchone()[0])
+
+
+def advisory_lock(name: str) -> None:
+    """A transaction-scoped advisory lock, waiting for it::
+
+    SELECT pg_advisory_xact_lock(%s)
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_lock_id(name)])
+
+
+def database_ping(*, timeout: float) -> None:
+    """Raise unless the database answers within `timeout` seconds::
+
+    SELECT 1
+    """
+    if connection.pool is None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return
+    connection.pool.open()  # as Django does on first use: nothing may have opened it yet
+    with connection.pool.connection(timeout=timeout) as conn:
+        conn.execute("SELECT 1")

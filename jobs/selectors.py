@@ -7,7 +7,6 @@ import binascii
 import time as time_module
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from functools import cache
 from typing import Any
 from uuid import UUID
 
@@ -18,15 +17,9 @@ from django.db.models.functions import TruncDate
 from jobs import rows
 from jobs.errors import InvalidInput
 from jobs.models import ApiToken, Job, ProviderCall
+from jobs.usage import TOKEN_FIELDS
 
 MAX_PAGE = 100
-TOKEN_FIELDS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_input_tokens",
-    "cache_read_input_tokens",
-    "cost_usd",
-)
 WAIT_FIRST_INTERVAL = 0.05
 WAIT_MAX_INTERVAL = 0.5
 GROUPINGS = {"day": "day", "kind": "job__kind", "model": "model"}
@@ -34,13 +27,7 @@ GROUPINGS = {"day": "day", "kind": "job__kind", "model": "model"}
 
 def job_get(*, owner: AbstractBaseUser, job_id: UUID) -> Job | None:
     """The owner's job, or None: the status poll, the most frequent request of all."""
-    return rows.fetch_job(_job_by_owner(), [job_id, owner.pk])
-
-
-@cache
-def _job_by_owner() -> str:
-    columns, table = rows.job_columns().sql, Job._meta.db_table
-    return f"SELECT {columns} FROM {table} WHERE id = %s AND owner_id = %s"
+    return rows.job_of_owner(job_id=job_id, owner_id=owner.pk)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from typing import Any
 
 from django.db import connections
 
+from jobs.attempts import CallReport, call_begin, call_finish
 from jobs.models import Job, Outcome, ProviderCall
-from jobs.services import CallReport, call_begin, call_finish
 from jobs.usage import Usage
 
 

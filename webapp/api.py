@@ -16,15 +16,16 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Field, NinjaAPI, Query, Schema, Status, Swagger
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer, SessionAuth
-from pydantic import AfterValidator, ConfigDict
+from pydantic import AfterValidator, ConfigDict, create_model
 
-from jobs import kinds, selectors, services
+from jobs import kinds, selectors, submission
 from jobs.errors import (
     BudgetExceeded,
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
     InvalidInput,
     JobAlreadyFinished,
+    JobNotFinished,
     ServiceError,
     SubmissionRateLimited,
 )
@@ -32,6 +33,7 @@ from jobs.health import system_health
 from jobs.models import Job, ProviderCall
 from jobs.models import Status as JobStatus
 from jobs.tokens import api_token_authenticate
+from jobs.usage import TOKEN_COUNTS
 
 MAX_WAIT_SECONDS = 60
 PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+)")
@@ -41,6 +43,7 @@ SERVICE_ERROR_STATUS = {
     IdempotencyKeyReused: 422,
     IdempotencyKeyInFlight: 409,
     JobAlreadyFinished: 409,
+    JobNotFinished: 409,
     BudgetExceeded: 402,
     SubmissionRateLimited: 429,
 }
@@ -107,12 +110,13 @@ class JobCreate(Schema):
     model: str | None = Field(default=None, description="a Claude model; defaults per kind")
 
 
-class UsageOut(Schema):
-    input_tokens: int
-    output_tokens: int
-    cache_creation_input_tokens: int
-    cache_read_input_tokens: int
-    cost_usd: str
+UsageOut = create_model(
+    "UsageOut",
+    __base__=Schema,
+    __doc__="Token counts as the provider reported them, and their cost in USD.",
+    **dict.fromkeys(TOKEN_COUNTS, (int, ...)),
+    cost_usd=(str, Field(description="USD as a decimal string")),
+)
 
 
 class JobError(Schema):
@@ -134,6 +138,7 @@ class JobOut(Schema):
     started_at: datetime | None
     finished_at: datetime | None
     next_retry_at: datetime | None
+    rerun_of: UUID | None = Field(description="the job this one runs again, if it is a rerun")
 
 
 class JobPage(Schema):
@@ -206,13 +211,8 @@ class UsageQuery(Schema):
 
 
 def _usage(row: Job | ProviderCall) -> dict[str, Any]:
-    return {
-        "input_tokens": row.input_tokens,
-        "output_tokens": row.output_tokens,
-        "cache_creation_input_tokens": row.cache_creation_input_tokens,
-        "cache_read_input_tokens": row.cache_read_input_tokens,
-        "cost_usd": f"{row.cost_usd:.6f}",
-    }
+    counts = {name: getattr(row, name) for name in TOKEN_COUNTS}
+    return {**counts, "cost_usd": f"{row.cost_usd:.6f}"}
 
 
 def _error(code: str, message: str) -> dict[str, str] | None:
@@ -240,6 +240,7 @@ def present_job(job: Job) -> dict[str, Any]:
         "started_at": _timestamp(job.started_at),
         "finished_at": _timestamp(job.finished_at),
         "next_retry_at": _timestamp(job.next_retry_at),
+        "rerun_of": str(job.rerun_of_id) if job.rerun_of_id else None,
     }
 
 
@@ -264,6 +265,10 @@ def _job_response(request: HttpRequest, job: Job, status: int, **headers: str) -
     for name, value in headers.items():
         response[name.replace("_", "-")] = value
     return response
+
+
+def _location(job: Job) -> str:
+    return f"/api/v1/jobs/{job.id}"
 
 
 def _requested_wait(request: HttpRequest) -> int | None:
@@ -298,17 +303,17 @@ def create_job(request: HttpRequest, payload: JobCreate) -> HttpResponse:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not IDEMPOTENCY_KEY.match(key):
         raise HttpError(400, "Idempotency-Key must be 1 to 255 printable ASCII characters")
-    submission = services.job_submit(
+    submitted = submission.job_submit(
         owner=request.auth,
         kind=payload.kind,
         input=payload.input,
         model=payload.model,
         idempotency_key=key,
     )
-    job, headers = _maybe_wait(request, submission.job)
-    if submission.replayed:
+    job, headers = _maybe_wait(request, submitted.job)
+    if submitted.replayed:
         headers["Idempotent_Replayed"] = "true"
-    return _job_response(request, job, 201, Location=f"/api/v1/jobs/{job.id}", **headers)
+    return _job_response(request, job, 201, Location=_location(job), **headers)
 
 
 @api.get("/jobs", response={200: JobPage, **ERRORS}, summary="List jobs, newest first")
@@ -335,7 +340,17 @@ def job_calls(request: HttpRequest, job_id: UUID) -> list[dict[str, Any]]:
 
 @api.post("/jobs/{job_id}/cancel", response={200: JobOut, **ERRORS}, summary="Cancel a job")
 def cancel_job(request: HttpRequest, job_id: UUID) -> dict[str, Any]:
-    return present_job(services.job_cancel(job=_owned_job(request, job_id)))
+    return present_job(submission.job_cancel(job=_owned_job(request, job_id)))
+
+
+@api.post(
+    "/jobs/{job_id}/rerun", response={201: JobOut, **ERRORS}, summary="Run a finished job again"
+)
+def rerun_job(request: HttpRequest, job_id: UUID) -> HttpResponse:
+    """A new job with the same kind, input and model and `rerun_of` set to this one, through
+    the same validation, limits and budget as a submission; an unfinished job is 409."""
+    job = submission.job_rerun(owner=request.auth, job=_owned_job(request, job_id))
+    return _job_response(request, job, 201, Location=_location(job))
 
 
 @api.get("/usage", response={200: UsageReport, **ERRORS}, summary="Token and cost totals")

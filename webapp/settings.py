@@ -275,13 +275,12 @@ AIJOBS_REAPER_INTERVAL = env_float("AIJOBS_REAPER_INTERVAL", 15.0, minimum=0.5)
 AIJOBS_RESULTS_TTL_DAYS = env_int("AIJOBS_RESULTS_TTL_DAYS", 7, minimum=1)
 # /health reports jobs as stalled when some waited this long and none was claimed meanwhile.
 AIJOBS_STALL_SECONDS = env_int("AIJOBS_STALL_SECONDS", 300, minimum=10)
-AIJOBS_MAX_WAIT_SECONDS = 60
 
 # One attempt is at most two provider calls (the answer and one repair round)
 # plus a few writes; the hard limit kills a task stuck beyond that. The lease
 # outlives the hard limit, so nobody reclaims a job whose task still runs.
-AIJOBS_TASK_TIME_LIMIT = int(2 * AIJOBS_CLAUDE_TIMEOUT + 10)
-AIJOBS_LEASE_SECONDS = AIJOBS_TASK_TIME_LIMIT + 5
+CELERY_TASK_TIME_LIMIT = int(2 * AIJOBS_CLAUDE_TIMEOUT + 10)
+AIJOBS_LEASE_SECONDS = CELERY_TASK_TIME_LIMIT + 5
 
 # --- Celery ---------------------------------------------------------------
 
@@ -301,7 +300,6 @@ CELERY_TIMEZONE = "UTC"
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_TIME_LIMIT = AIJOBS_TASK_TIME_LIMIT
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # With the broker down, a submission gives up publishing quickly: the job is
 # already committed and the reaper publishes it once the broker is back.
@@ -343,7 +341,7 @@ if CELERY_BROKER_URL.startswith(("amqp://", "amqps://", "pyamqp://")):
 # then run twice. And a dead worker's job is redelivered after the visibility
 # timeout: its lease must have lapsed by then, or the redelivery finds the job
 # still held and drops it. Refuse settings that allow either.
-_LONGEST_UNACKED = max(AIJOBS_LEASE_SECONDS, AIJOBS_TASK_TIME_LIMIT + AIJOBS_RETRY_MAX_DELAY)
+_LONGEST_UNACKED = max(AIJOBS_LEASE_SECONDS, CELERY_TASK_TIME_LIMIT + AIJOBS_RETRY_MAX_DELAY)
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) and (
     _LONGEST_UNACKED >= AIJOBS_VISIBILITY_TIMEOUT
 ):

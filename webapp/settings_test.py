@@ -19,6 +19,13 @@ os.environ.setdefault("AIJOBS_MAX_ATTEMPTS", "4")
 os.environ.setdefault("AIJOBS_RETRY_BASE_DELAY", "0.2")
 os.environ.setdefault("AIJOBS_RETRY_MAX_DELAY", "2")
 os.environ.setdefault("AIJOBS_VISIBILITY_TIMEOUT", "25")
+# Each test run gets its own queue and Redis keys, so a stale message or rate-limit state from an
+# earlier run (or another checkout's run on the same Redis) never reaches this one. Set here, not
+# in a conftest: pytest-django loads these settings before any conftest is imported.
+os.environ.setdefault(
+    "AIJOBS_REDIS_PREFIX",
+    os.environ.setdefault("AIJOBS_QUEUE", f"aijobs-test-{uuid.uuid4().hex[:8]}"),
+)
 
 from webapp.settings import *  # noqa: F403
 

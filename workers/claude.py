@@ -146,7 +146,7 @@ def _reply_from(message: Message, output_model: type[pydantic.BaseModel], latenc
         output=output,
         validation_errors=errors,
         text=text,
-        usage=_usage_of(message),
+        usage=Usage.of(message.usage),
         request_id=message._request_id or "",
         stop_reason=message.stop_reason or "",
         latency_ms=latency_ms,
@@ -164,16 +164,6 @@ def _describe(exc: pydantic.ValidationError) -> str:
 
 def _text_of(message: Message) -> str:
     return "".join(block.text for block in message.content if block.type == "text")
-
-
-def _usage_of(message: Message) -> Usage:
-    usage = message.usage
-    return Usage(
-        input_tokens=usage.input_tokens or 0,
-        output_tokens=usage.output_tokens or 0,
-        cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
-        cache_read_input_tokens=usage.cache_read_input_tokens or 0,
-    )
 
 
 def _elapsed_ms(started: float) -> int:

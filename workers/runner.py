@@ -19,10 +19,10 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from pydantic import BaseModel
 
-from jobs import kinds, services
+from jobs import attempts, kinds
+from jobs.attempts import CallReport, ClaimOutcome
 from jobs.errors import BudgetExceeded
 from jobs.models import Job, Outcome, ProviderCall
-from jobs.services import CallReport
 from jobs.usage import Usage
 from workers import claude, ratelimit
 from workers.backoff import retry_delay
@@ -50,6 +50,14 @@ class RunResult:
     retry_in: float | None = None
 
 
+class AttemptOver(Exception):
+    """The attempt ended without an answer to validate; `result` is what the task does next."""
+
+    def __init__(self, result: RunResult) -> None:
+        super().__init__(result)
+        self.result = result
+
+
 @dataclass(frozen=True)
 class Request:
     """One call's fixed parts, and what it is estimated to take from limits and budget."""
@@ -61,22 +69,14 @@ class Request:
 
 
 def run_job(job_id: UUID | str, *, task_id: str = "") -> RunResult:
-    claim = services.job_claim(job_id=job_id)
-    if claim.busy:
-        return RunResult(retry_in=_spread(BUSY_DELAY_SECONDS))
+    claim = attempts.job_claim(job_id=job_id)
     job = claim.job
-    if claim.missing:
-        # Messages are sent after the row's commit, so this is a deleted job,
-        # or a bug that published too early; either way nothing can run.
-        log.warning("job %s not found: skipped", job_id)
-        return RunResult()
     if job is None:
-        log.info("job %s not claimable (finished, canceled or held): skipped", job_id)
-        return RunResult()
+        return _not_claimed(job_id, claim.outcome)
     log.info("job %s attempt %d claimed (%s, %s)", job.id, job.attempts, job.kind, job.model)
     if job.lost_leases > settings.AIJOBS_MAX_LOST_LEASES:
         message = f"its worker stopped {job.lost_leases} times while running it"
-        services.job_fail(job_id=job.id, attempt=job.attempts, code="worker_lost", message=message)
+        attempts.job_fail(job_id=job.id, attempt=job.attempts, code="worker_lost", message=message)
         return RunResult()
     try:
         return _attempt(job, task_id)
@@ -88,13 +88,25 @@ def run_job(job_id: UUID | str, *, task_id: str = "") -> RunResult:
     except Exception:
         # A bug must end the job visibly rather than leave it running until its lease lapses.
         log.exception("job %s attempt %d crashed", job.id, job.attempts)
-        services.job_fail(
+        attempts.job_fail(
             job_id=job.id,
             attempt=job.attempts,
             code="internal_error",
             message="the worker hit an internal error",
         )
         raise
+
+
+def _not_claimed(job_id: UUID | str, outcome: ClaimOutcome) -> RunResult:
+    if outcome is ClaimOutcome.OWNER_BUSY:
+        return RunResult(retry_in=_spread(BUSY_DELAY_SECONDS))
+    if outcome is ClaimOutcome.MISSING:
+        # Messages are sent after the row's commit, so this is a deleted job,
+        # or a bug that published too early; either way nothing can run.
+        log.warning("job %s not found: skipped", job_id)
+    else:
+        log.info("job %s not claimable (%s): skipped", job_id, outcome.value)
+    return RunResult()
 
 
 def _attempt(job: Job, task_id: str) -> RunResult:
@@ -107,22 +119,23 @@ def _attempt(job: Job, task_id: str) -> RunResult:
         messages=[{"role": "user", "content": prompt}],
         estimated_input=(len(kind.SYSTEM_PROMPT) + len(prompt)) // CHARS_PER_TOKEN_ESTIMATE,
     )
-    for seq in (0, 1):
-        reply = _call(job, seq, request, task_id)
-        if isinstance(reply, RunResult):
-            return reply
-        if reply.output is not None:
-            return RunResult()  # recorded together with the job's result
-        request.messages.extend(
-            [
-                {"role": "assistant", "content": reply.text},
-                {
-                    "role": "user",
-                    "content": REPAIR_INSTRUCTION.format(errors=reply.validation_errors),
-                },
-            ]
-        )
-    services.job_fail(
+    try:
+        for seq in (0, 1):
+            reply = _call(job, seq, request, task_id)
+            if reply.output is not None:
+                return RunResult()  # recorded together with the job's result
+            request.messages.extend(
+                [
+                    {"role": "assistant", "content": reply.text},
+                    {
+                        "role": "user",
+                        "content": REPAIR_INSTRUCTION.format(errors=reply.validation_errors),
+                    },
+                ]
+            )
+    except AttemptOver as over:
+        return over.result
+    attempts.job_fail(
         job_id=job.id,
         attempt=job.attempts,
         code="invalid_output",
@@ -147,15 +160,16 @@ def _output_model(kind: ModuleType, job_input: BaseModel) -> type[BaseModel]:
     return model
 
 
-def _call(job: Job, seq: int, request: Request, task_id: str) -> claude.Reply | RunResult:
-    """One provider call within the fleet's rate limits and the owner's budget, always recorded."""
+def _call(job: Job, seq: int, request: Request, task_id: str) -> claude.Reply:
+    """One provider call within the fleet's rate limits and the owner's budget, always recorded.
+
+    Raises AttemptOver when the attempt ends without an answer to validate.
+    """
     max_tokens = request.kind.MAX_TOKENS
     wait = ratelimit.acquire(job.model, input_tokens=request.estimated_input, max_tokens=max_tokens)
     if wait > 0:
-        return _wait_for_quota(job, seq, wait)
+        raise AttemptOver(_wait_for_quota(job, seq, wait))
     call = _begin(job, seq, request, task_id)
-    if call is None:
-        return RunResult()
     # Give the database connection back to the pool while we wait on the network:
     # hundreds of threads waiting on Claude must not hold hundreds of connections.
     if not connection.in_atomic_block:
@@ -169,14 +183,14 @@ def _call(job: Job, seq: int, request: Request, task_id: str) -> claude.Reply | 
             max_tokens=max_tokens,
         )
     except claude.ClaudeError as err:
-        if not services.call_finish(call=call, report=_error_report(err)):
-            return _abandon(job)
+        if not attempts.call_finish(call=call, report=_error_report(err)):
+            raise _abandoned(job) from err
         if err.status == 429 and err.retry_after:
             ratelimit.pause(job.model, err.retry_after)
-        return _after_error(job, err)
+        raise AttemptOver(_after_error(job, err)) from err
     result = request.kind.result_from(reply.output) if reply.output is not None else None
-    if not services.call_finish(call=call, report=_reply_report(reply), result=result):
-        return _abandon(job)
+    if not attempts.call_finish(call=call, report=_reply_report(reply), result=result):
+        raise _abandoned(job)
     ratelimit.settle(
         job.model,
         estimated_input=request.estimated_input,
@@ -187,27 +201,27 @@ def _call(job: Job, seq: int, request: Request, task_id: str) -> claude.Reply | 
     return reply
 
 
-def _begin(job: Job, seq: int, request: Request, task_id: str) -> ProviderCall | None:
-    """The pending call row, or None when the budget refused it (and the job has failed)."""
+def _begin(job: Job, seq: int, request: Request, task_id: str) -> ProviderCall:
+    """The pending call row; AttemptOver when the budget refused it (and the job has failed)."""
     max_tokens = request.kind.MAX_TOKENS
     worst_case = Usage(input_tokens=request.estimated_input, output_tokens=max_tokens)
     try:
-        return services.call_begin(
+        return attempts.call_begin(
             job=job, seq=seq, reserve_usd=worst_case.cost_usd(job.model), celery_task_id=task_id
         )
     except BudgetExceeded as exc:
         ratelimit.settle(job.model, estimated_input=request.estimated_input, actual_input=0,
                          max_tokens=max_tokens, actual_output=0)  # fmt: skip
-        services.job_fail(job_id=job.id, attempt=job.attempts, code=exc.code, message=exc.message)
-        return None
+        attempts.job_fail(job_id=job.id, attempt=job.attempts, code=exc.code, message=exc.message)
+        raise AttemptOver(RunResult()) from exc
 
 
-def _abandon(job: Job) -> RunResult:
+def _abandoned(job: Job) -> AttemptOver:
     """The reaper settled our pending call: we stalled past our lease, and the job is not ours."""
     log.warning(
         "job %s attempt %d: stalled past its lease; left to the next attempt", job.id, job.attempts
     )
-    return RunResult()
+    return AttemptOver(RunResult())
 
 
 def _wait_for_quota(job: Job, seq: int, wait: float) -> RunResult:
@@ -215,10 +229,10 @@ def _wait_for_quota(job: Job, seq: int, wait: float) -> RunResult:
     delay = _spread(wait)
     if seq == 0:
         # Nothing was sent in this attempt, so it does not count as one.
-        services.job_release(job_id=job.id, attempt=job.attempts)
+        attempts.job_release(job_id=job.id, attempt=job.attempts)
         return RunResult(retry_in=delay)
     message = "waiting for the provider rate limit before the repair round"
-    if services.job_schedule_retry(
+    if attempts.job_schedule_retry(
         job_id=job.id, attempt=job.attempts, delay=delay, code="rate_limited", message=message
     ):
         return RunResult(retry_in=delay)
@@ -238,14 +252,14 @@ def _spread(seconds: float) -> float:
 
 def _after_error(job: Job, err: claude.ClaudeError) -> RunResult:
     if not err.retryable:
-        services.job_fail(job_id=job.id, attempt=job.attempts, code=err.code, message=err.message)
+        attempts.job_fail(job_id=job.id, attempt=job.attempts, code=err.code, message=err.message)
         return RunResult()
     if job.attempts >= settings.AIJOBS_MAX_ATTEMPTS:
         message = f"gave up after {job.attempts} attempts; last error: {err.message}"
-        services.job_fail(job_id=job.id, attempt=job.attempts, code=err.code, message=message)
+        attempts.job_fail(job_id=job.id, attempt=job.attempts, code=err.code, message=message)
         return RunResult()
     delay = retry_delay(job.attempts, err.retry_after)
-    if not services.job_schedule_retry(
+    if not attempts.job_schedule_retry(
         job_id=job.id, attempt=job.attempts, delay=delay, code=err.code, message=err.message
     ):
         return RunResult()

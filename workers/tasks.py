@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import Task, shared_task
 
 from jobs import reaper
-from jobs.services import RUN_JOB_TASK
+from jobs.submission import RUN_JOB_TASK
 from workers import runner
 
 

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from jobs import kinds, services
+from jobs import attempts, kinds, submission
 from jobs.models import ApiToken, Job, Outcome, ProviderCall
 from jobs.tokens import api_token_create, api_token_revoke
 from jobs.usage import Usage
@@ -226,7 +226,7 @@ def _new_job(user, kind: str) -> Job:
 
 
 def _finished_job(user, kind: str, rng: random.Random) -> Job:
-    claimed = services.job_claim(job_id=_new_job(user, kind).id).job
+    claimed = attempts.job_claim(job_id=_new_job(user, kind).id).job
     usage = Usage(
         input_tokens=rng.randint(200, 2500),
         output_tokens=rng.randint(60, 900),
@@ -235,7 +235,7 @@ def _finished_job(user, kind: str, rng: random.Random) -> Job:
     )
     if rng.random() < 0.1:
         record_call(claimed, attempt=claimed.attempts, usage=usage)
-        services.job_fail(
+        attempts.job_fail(
             job_id=claimed.id, attempt=claimed.attempts, code="invalid_output", message="no JSON"
         )
     else:
@@ -245,13 +245,13 @@ def _finished_job(user, kind: str, rng: random.Random) -> Job:
 
 def _unfinished_jobs(user) -> None:
     """A running job, one waiting to retry after a 429, and one canceled."""
-    services.job_claim(job_id=_new_job(user, "extract").id)
-    retrying = services.job_claim(job_id=_new_job(user, "classify").id).job
+    attempts.job_claim(job_id=_new_job(user, "extract").id)
+    retrying = attempts.job_claim(job_id=_new_job(user, "classify").id).job
     record_call(retrying, attempt=1, usage=Usage(), outcome=Outcome.RETRYABLE_ERROR)
-    services.job_schedule_retry(
+    attempts.job_schedule_retry(
         job_id=retrying.id, attempt=1, delay=40, code="rate_limited", message="429 from Claude"
     )
-    services.job_cancel(job=_new_job(user, "summarize"))
+    submission.job_cancel(job=_new_job(user, "summarize"))
 
 
 def test_the_jobs_list_shows_badges_and_filters(page, history, snap):

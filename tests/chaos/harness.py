@@ -174,7 +174,7 @@ class Stack:
         copies of one job are delivered together and their claims race."""
         code = (
             "from celery_app import app\n"
-            "from jobs.services import job_enqueue\n"
+            "from jobs.submission import job_enqueue\n"
             "with app.connection_for_write() as conn:\n"
             f"    conn.default_channel.queue_purge({self.env['AIJOBS_QUEUE']!r})\n"
             f"for job_id in {ids!r}:\n"

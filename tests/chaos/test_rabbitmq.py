@@ -54,7 +54,7 @@ def test_a_message_delivered_three_times_runs_the_job_once(stack):
     before = stack.simulator.stats()["total"]
     (job_id,) = stack.submit_many(texts(1, "[[sim:latency=500]]"))
     resend = f"job_enqueue(job_id={job_id!r})"
-    stack.manage("shell", "-c", f"from jobs.services import job_enqueue; {resend}; {resend}")
+    stack.manage("shell", "-c", f"from jobs.submission import job_enqueue; {resend}; {resend}")
 
     stack.wait_all_terminal([job_id], timeout=60)
 

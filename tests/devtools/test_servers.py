@@ -1,6 +1,6 @@
 """devtools.servers: find or start PostgreSQL and Redis, then stop exactly what was started.
 
-Needs no Django: `python -m pytest tests/devtools/test_services.py -p no:django`.
+Needs no Django: `python -m pytest tests/devtools/test_servers.py`.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ import pytest
 from jobs import kinds
 from jobs.kinds import extract
 from jobs.models import Job, ProviderCall
-from jobs.services import job_enqueue
+from jobs.submission import job_enqueue
+from jobs.usage import TOKEN_COUNTS
 from tests.helpers import unique
 from tests.integration.harness import wait_for
 from tests.kinds import every_kind, example_input
@@ -35,17 +36,9 @@ def sim_total(simulator) -> int:
     return simulator.stats()["total"]
 
 
-USAGE_FIELDS = (
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_input_tokens",
-    "cache_read_input_tokens",
-)
-
-
 def assert_usage_matches_calls(job: dict, calls: list[dict]) -> None:
     """The job's totals are the sum of its recorded calls, each counted once."""
-    for field in USAGE_FIELDS:
+    for field in TOKEN_COUNTS:
         assert job["usage"][field] == sum(call[field] for call in calls)
     assert Decimal(job["usage"]["cost_usd"]) == sum(Decimal(call["cost_usd"]) for call in calls)
 
@@ -211,7 +204,7 @@ def test_timeout_is_retried(api, worker, simulator):
     ]
     # No answer, so nothing is known of the timed-out call's usage: it records none.
     timed_out = calls[0]
-    assert [timed_out[field] for field in USAGE_FIELDS] == [0, 0, 0, 0]
+    assert [timed_out[field] for field in TOKEN_COUNTS] == [0, 0, 0, 0]
     assert Decimal(timed_out["cost_usd"]) == 0
     assert calls[1]["input_tokens"] > 0
     assert_usage_matches_calls(job, calls)

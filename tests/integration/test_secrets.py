@@ -18,7 +18,7 @@ from celery.signals import before_task_publish
 from django_celery_results.models import TaskResult
 
 from jobs.models import Job
-from jobs.services import job_enqueue
+from jobs.submission import job_enqueue
 from tests.helpers import unique
 from tests.integration.harness import TEST_API_KEY, wait_for
 

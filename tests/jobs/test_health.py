@@ -13,9 +13,10 @@ from django.utils import timezone
 
 from celery_app import app as celery_app
 from devtools.servers import free_port
+from jobs.attempts import job_claim
 from jobs.health import jobs_stalled
 from jobs.models import Job
-from jobs.services import job_claim, job_submit
+from jobs.submission import job_submit
 
 pytestmark = pytest.mark.django_db
 

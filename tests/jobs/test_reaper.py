@@ -10,8 +10,9 @@ from django.utils import timezone
 from django_celery_results.models import TaskResult
 
 from jobs import reaper
+from jobs.attempts import call_begin, job_claim
 from jobs.models import BudgetLedger, Job, Outcome, ProviderCall, Status, UserLimits
-from jobs.services import call_begin, job_claim, job_submit
+from jobs.submission import job_submit
 
 pytestmark = pytest.mark.django_db
 

@@ -7,9 +7,10 @@ from uuid import uuid4
 import pytest
 from django.forms.models import model_to_dict
 
+from jobs.attempts import job_claim
 from jobs.models import Job
 from jobs.selectors import job_get
-from jobs.services import job_claim, job_submit
+from jobs.submission import job_submit
 from tests.helpers import succeed
 
 pytestmark = pytest.mark.django_db

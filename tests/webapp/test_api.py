@@ -388,3 +388,100 @@ def test_a_revoked_token_stops_working_at_once_in_the_revoking_process(call, use
     api_token_revoke(token=ApiToken.objects.get(user=user))
 
     assert call("GET", "/jobs").status_code == 401
+
+
+CLASSIFY_ON_SONNET = {
+    "kind": "classify",
+    "input": {"text": "The parcel never arrived.", "labels": ["complaint", "praise"]},
+    "model": "claude-sonnet-4-5",
+}
+
+
+def finished(call, status: str, body=CLASSIFY_ON_SONNET) -> dict:
+    """A job of `body` ended in `status` (the ORM stands in for the worker)."""
+    job = call("POST", "/jobs", body).json()
+    Job.objects.filter(pk=job["id"]).update(status=status, finished_at=timezone.now())
+    return job
+
+
+@pytest.mark.parametrize("status", ["succeeded", "failed", "canceled"])
+def test_rerun_of_a_finished_job_is_a_new_job_with_the_same_request(
+    call, status, django_capture_on_commit_callbacks
+):
+    original = finished(call, status)
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = call("POST", f"/jobs/{original['id']}/rerun")
+
+    assert response.status_code == 201, response.content
+    rerun = response.json()
+    assert response["Location"] == f"/api/v1/jobs/{rerun['id']}"
+    assert rerun["id"] != original["id"]
+    assert rerun["rerun_of"] == original["id"]
+    assert original["rerun_of"] is None
+    assert (rerun["kind"], rerun["input"], rerun["model"]) == (
+        original["kind"],
+        original["input"],
+        original["model"],
+    )
+    assert (rerun["status"], rerun["attempts"], rerun["result"]) == ("queued", 0, None)
+    assert len(callbacks) == 1, "the rerun is sent to the workers like any submission"
+    assert call("GET", f"/jobs/{rerun['id']}").json()["rerun_of"] == original["id"]
+    assert Job.objects.get(pk=original["id"]).status == status, "the original is left as it was"
+
+
+@pytest.mark.parametrize("status", ["queued", "running", "retrying"])
+def test_an_unfinished_job_cannot_be_rerun(call, status):
+    original = call("POST", "/jobs", SUMMARIZE).json()
+    Job.objects.filter(pk=original["id"]).update(status=status)
+
+    response = call("POST", f"/jobs/{original['id']}/rerun")
+
+    assert response.status_code == 409
+    assert error_code(response) == "job_not_finished"
+    assert Job.objects.count() == 1
+
+
+def test_another_users_job_cannot_be_rerun(call, client, other_token):
+    original = finished(call, "succeeded")
+    as_other = {"HTTP_AUTHORIZATION": f"Bearer {other_token}"}
+
+    theirs = client.post(f"/api/v1/jobs/{original['id']}/rerun", **as_other)
+    missing = client.post(f"/api/v1/jobs/{uuid4()}/rerun", **as_other)
+
+    assert theirs.status_code == missing.status_code == 404
+    assert theirs.json() == missing.json()
+    assert Job.objects.count() == 1
+
+
+def test_a_rerun_meets_the_budget_like_a_submission(call, user):
+    UserLimits.objects.create(user=user, budget_usd=Decimal("0.01"))
+    original = finished(call, "failed", SUMMARIZE)
+    record(Job.objects.get(pk=original["id"]), 1, Usage(input_tokens=20_000))
+
+    refused = call("POST", f"/jobs/{original['id']}/rerun")
+
+    assert refused.status_code == 402
+    assert error_code(refused) == "budget_exceeded"
+    assert Job.objects.count() == 1
+
+
+def test_a_rerun_meets_the_submission_rate_like_a_submission(call, user):
+    UserLimits.objects.create(user=user, submissions_per_minute=2)
+    original = finished(call, "failed", SUMMARIZE)
+
+    answers = [call("POST", f"/jobs/{original['id']}/rerun") for _ in range(2)]
+
+    assert [answer.status_code for answer in answers] == [201, 429]
+    assert Job.objects.count() == 2
+
+
+def test_a_rerun_is_validated_again(call, settings):
+    original = finished(call, "failed", SUMMARIZE)
+    settings.AIJOBS_MAX_INPUT_CHARS = 10
+
+    refused = call("POST", f"/jobs/{original['id']}/rerun")
+
+    assert refused.status_code == 422
+    assert refused.json()["error"]["details"][0]["loc"] == ["input", "text"]
+    assert Job.objects.count() == 1

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
-from jobs import kinds, services
+from jobs import attempts, kinds, submission
 from jobs.errors import IdempotencyKeyInFlight
 from jobs.models import ApiToken, Job, UserLimits
 from jobs.usage import Usage
@@ -60,12 +60,12 @@ def web(client, user):
 
 
 def submit(owner, kind="summarize", **input):
-    return services.job_submit(owner=owner, kind=kind, input={"text": STORY, **input}).job
+    return submission.job_submit(owner=owner, kind=kind, input={"text": STORY, **input}).job
 
 
 def succeed(job, result):
     """Take the job through a worker's steps (claim, one call, success) ending with `result`."""
-    claimed = services.job_claim(job_id=job.id).job
+    claimed = attempts.job_claim(job_id=job.id).job
     record_call(
         claimed,
         attempt=claimed.attempts,
@@ -139,7 +139,7 @@ def test_each_page_renders_for_a_logged_in_user(web, name):
 
 @every_kind
 def test_a_job_page_renders_for_each_kind(web, user, kind):
-    job = services.job_submit(owner=user, kind=kind, input=example_input(kind)).job
+    job = submission.job_submit(owner=user, kind=kind, input=example_input(kind)).job
 
     response = web.get(reverse("job_detail", args=[job.id]))
 
@@ -318,7 +318,7 @@ def test_a_used_form_sent_again_with_other_values_gets_a_new_key(web):
 
 def test_a_post_racing_the_first_one_waits_then_replays_its_job(web, user, monkeypatch):
     job = submit(user)
-    answers = iter([IdempotencyKeyInFlight("busy"), services.Submission(job, replayed=True)])
+    answers = iter([IdempotencyKeyInFlight("busy"), submission.Submission(job, replayed=True)])
 
     def job_submit(**kwargs):
         answer = next(answers)
@@ -326,7 +326,7 @@ def test_a_post_racing_the_first_one_waits_then_replays_its_job(web, user, monke
             raise answer
         return answer
 
-    monkeypatch.setattr(services, "job_submit", job_submit)
+    monkeypatch.setattr(submission, "job_submit", job_submit)
 
     response = post_form(web, story_form("summarize"))
 
@@ -442,8 +442,8 @@ def test_the_detail_fragment_holds_the_changing_parts(web, user):
 
 def test_a_retrying_job_shows_its_last_error_and_next_retry(web, user):
     job = submit(user)
-    claimed = services.job_claim(job_id=job.id).job
-    services.job_schedule_retry(
+    claimed = attempts.job_claim(job_id=job.id).job
+    attempts.job_schedule_retry(
         job_id=job.id, attempt=claimed.attempts, delay=30, code="rate_limited", message="429"
     )
 
@@ -487,7 +487,7 @@ def test_cancel_is_post_only(web, user):
 
 @every_kind
 def test_script_in_input_and_result_is_rendered_escaped(web, user, kind):
-    job = services.job_submit(owner=user, kind=kind, input=example_input(kind)).job
+    job = submission.job_submit(owner=user, kind=kind, input=example_input(kind)).job
     # Every string a user could have chosen, as the pages would have to show it.
     hostile = with_script(example_input(kind)) | {"text": f"Hello {SCRIPT}"}
     Job.objects.filter(pk=job.pk).update(input=hostile)
@@ -577,7 +577,7 @@ def test_the_usage_page_charts_tokens_and_cost_per_day_and_kind(web, user):
 
 def test_the_usage_totals_add_up_with_the_cache_tokens(web, user):
     succeed(submit(user), {"summary": "S.", "key_points": ["K."]})
-    claimed = services.job_claim(
+    claimed = attempts.job_claim(
         job_id=submit(user, "extract", schema=example_input("extract")["schema"]).id
     ).job
     record_call(claimed, attempt=1, usage=Usage(input_tokens=100, cache_creation_input_tokens=50))
@@ -594,7 +594,7 @@ def test_the_usage_totals_add_up_with_the_cache_tokens(web, user):
 
 def test_the_usage_words_agree_with_their_numbers(web, user):
     succeed(submit(user), {"summary": "S.", "key_points": ["K."]})
-    job = services.job_claim(job_id=submit(user, "classify", labels=["a", "b"]).id).job
+    job = attempts.job_claim(job_id=submit(user, "classify", labels=["a", "b"]).id).job
     for attempt in (1, 2):
         record_call(job, attempt=attempt, usage=Usage(input_tokens=1))
 
@@ -612,7 +612,7 @@ def test_the_usage_words_agree_with_their_numbers(web, user):
 
 
 def test_a_job_with_one_token_says_token(web, user):
-    job = services.job_claim(job_id=submit(user).id).job
+    job = attempts.job_claim(job_id=submit(user).id).job
     record_call(job, attempt=1, usage=Usage(output_tokens=1))
 
     html = web.get(reverse("job_detail", args=[job.id])).content.decode()
@@ -652,7 +652,7 @@ def test_the_simulated_banner_shows_on_every_page_when_simulated(web, user, sett
 )
 def test_a_running_job_says_who_is_working_on_it(web, user, settings, simulated, said, not_said):
     settings.AIJOBS_SIMULATED = simulated
-    job = services.job_claim(job_id=submit(user).id).job
+    job = attempts.job_claim(job_id=submit(user).id).job
 
     result = web.get(reverse("job_detail_live", args=[job.id])).content.decode()
 

@@ -9,9 +9,9 @@ import pytest
 from django.db import OperationalError
 from django.utils import timezone
 
-from jobs import services
+from jobs import attempts
 from jobs.models import Job, Outcome, ProviderCall, Status, UserLimits
-from jobs.services import job_submit
+from jobs.submission import job_submit
 from jobs.usage import Usage
 from workers import claude, ratelimit, runner
 
@@ -151,7 +151,7 @@ def test_the_owners_running_limit_defers_without_using_an_attempt(replies, user)
     job, other = (
         job_submit(owner=user, kind="summarize", input={"text": "A text."}).job for _ in "ab"
     )
-    services.job_claim(job_id=other.id)
+    attempts.job_claim(job_id=other.id)
 
     outcome = runner.run_job(job.id)
 
@@ -205,14 +205,14 @@ def test_waiting_for_the_running_limit_comes_back_within_the_retry_cap(replies, 
     job, other = (
         job_submit(owner=user, kind="summarize", input={"text": "A text."}).job for _ in "ab"
     )
-    services.job_claim(job_id=other.id)
+    attempts.job_claim(job_id=other.id)
 
     assert 0 < runner.run_job(job.id).retry_in <= 1
 
 
 def test_a_job_that_keeps_killing_its_worker_fails_instead_of_looping(job, replies, settings):
     Job.objects.filter(pk=job.pk).update(lost_leases=settings.AIJOBS_MAX_LOST_LEASES)
-    services.job_claim(job_id=job.id)
+    attempts.job_claim(job_id=job.id)
     Job.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
 
     runner.run_job(job.id)
@@ -229,7 +229,7 @@ def test_a_database_outage_leaves_the_job_to_the_reaper(job, replies, monkeypatc
     def database_gone(**kwargs):
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(services, "call_finish", database_gone)
+    monkeypatch.setattr(attempts, "call_finish", database_gone)
 
     with pytest.raises(OperationalError):
         runner.run_job(job.id)

@@ -20,14 +20,13 @@ from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString, mark_safe
 
 from jobs import kinds
-from jobs.selectors import TOKEN_FIELDS
+from jobs.usage import TOKEN_COUNTS
 
 register = template.Library()
 
 MINUTE, HOUR, DAY = 60, 3600, 86400
 # Older than this, an age reads better as a date.
 AGE_AS_DATE_AFTER = 30 * DAY
-TOKEN_COUNTS = tuple(name for name in TOKEN_FIELDS if name != "cost_usd")
 # Keys, strings, numbers and literals of indented JSON. Strings match first, so the digits
 # and words inside a string are never taken for numbers or literals.
 JSON_TOKEN = re.compile(

@@ -1,1 +1,1 @@
-"""The HTML pages: each view parses the request, calls jobs.services or jobs.selectors, renders."""
+"""The HTML pages: each view parses the request, calls a service or a selector, renders."""

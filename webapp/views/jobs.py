@@ -14,7 +14,7 @@ from django.shortcuts import redirect, render
 from django.utils.text import capfirst
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from jobs import selectors, services
+from jobs import selectors, submission
 from jobs.errors import (
     BudgetExceeded,
     IdempotencyKeyInFlight,
@@ -122,7 +122,7 @@ def _submit_waiting_in_flight(
     deadline = time.monotonic() + IN_FLIGHT_WAIT_SECONDS
     while True:
         try:
-            submission = services.job_submit(
+            submitted = submission.job_submit(
                 owner=owner, kind=kind, input=input, model=model, idempotency_key=key
             )
         except IdempotencyKeyInFlight:
@@ -130,7 +130,7 @@ def _submit_waiting_in_flight(
                 raise
             time.sleep(IN_FLIGHT_POLL_SECONDS)
         else:
-            return submission.job
+            return submitted.job
 
 
 # --- one job -------------------------------------------------------------------------------------
@@ -154,7 +154,7 @@ def job_detail_live(request: HttpRequest, job_id: UUID) -> HttpResponse:
 def job_cancel(request: HttpRequest, job_id: UUID) -> HttpResponse:
     job = _owned_job(request, job_id)
     try:
-        services.job_cancel(job=job)
+        submission.job_cancel(job=job)
     except JobAlreadyFinished:
         context = _detail_context(job)
         context["cancel_error"] = (

@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from jobs import kinds, selectors
-from jobs.selectors import TOKEN_FIELDS
+from jobs.usage import TOKEN_FIELDS
 from webapp.forms import UsageRangeForm
 from webapp.templatetags.aijobs import compact, count, total_tokens, usd
 from webapp.views.charts import Chart, Series, bar_chart

@@ -7,7 +7,7 @@ import jobs.fields
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("jobs", "0002_job_last_claimed"),
+        ("jobs", "0003_job_rerun_of"),
     ]
 
     operations = [

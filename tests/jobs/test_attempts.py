@@ -10,19 +10,19 @@ import pytest
 from django.db import IntegrityError
 from django.utils import timezone
 
-from jobs.errors import BudgetExceeded, InvalidInput
-from jobs.models import BudgetLedger, Job, Outcome, ProviderCall, Status, UserLimits
-from jobs.services import (
+from jobs.attempts import (
     CallReport,
+    ClaimOutcome,
     call_begin,
     call_finish,
-    job_cancel,
     job_claim,
     job_fail,
     job_release,
     job_schedule_retry,
-    job_submit,
 )
+from jobs.errors import BudgetExceeded
+from jobs.models import BudgetLedger, Job, Outcome, ProviderCall, Status, UserLimits
+from jobs.submission import job_cancel, job_submit
 from jobs.usage import Usage
 from tests.helpers import at_once, record_call, succeed
 
@@ -48,13 +48,21 @@ def test_claim_takes_a_queued_job_once(job):
     assert first.attempts == 1
     assert first.lease_expires_at > timezone.now()
     assert Job.objects.get(pk=job.id).attempts == 1
-    assert (second.job, second.busy) == (None, False)
+    assert (second.outcome, second.job) == (ClaimOutcome.HELD, None)
 
 
 @pytest.mark.parametrize("status", [Status.SUCCEEDED, Status.FAILED, Status.CANCELED])
 def test_finished_jobs_cannot_be_claimed(job, status):
     Job.objects.filter(pk=job.id).update(status=status)
-    assert job_claim(job_id=job.id).job is None
+
+    claim = job_claim(job_id=job.id)
+
+    assert (claim.outcome, claim.job) == (ClaimOutcome.FINISHED, None)
+
+
+def test_a_missing_job_is_said_to_be_missing(job):
+    Job.objects.filter(pk=job.id).delete()
+    assert job_claim(job_id=job.id).outcome is ClaimOutcome.MISSING
 
 
 def test_a_lapsed_lease_can_be_reclaimed_and_fences_the_old_holder(job):
@@ -113,7 +121,7 @@ def test_a_user_at_the_running_limit_waits_and_others_do_not(user, other_user):
     claims = [job_claim(job_id=job.id) for job in mine]
 
     assert [claim.job is not None for claim in claims] == [True, True, False]
-    assert claims[2].busy
+    assert claims[2].outcome is ClaimOutcome.OWNER_BUSY
     assert job_claim(job_id=theirs[0].id).job is not None
     succeed(mine[0], {}, attempt=1)
     assert job_claim(job_id=mine[2].id).job is not None
@@ -124,7 +132,7 @@ def test_the_default_running_limit_applies_to_users_without_their_own(user, sett
     first, second = submit(user, 2)
 
     assert job_claim(job_id=first.id).job is not None
-    assert job_claim(job_id=second.id).busy
+    assert job_claim(job_id=second.id).outcome is ClaimOutcome.OWNER_BUSY
 
 
 def test_a_running_limit_of_zero_lifts_the_default(user, settings):
@@ -269,27 +277,9 @@ def test_claims_made_at_once_never_pass_the_running_limit(user):
         claims = at_once([partial(job_claim, job_id=job.id) for job in jobs])
 
         assert not [claim for claim in claims if isinstance(claim, Exception)], claims
-        assert sum(claim.job is not None for claim in claims) == 2
-        assert sum(claim.busy for claim in claims) == 10
+        outcomes = [claim.outcome for claim in claims]
+        assert outcomes.count(ClaimOutcome.CLAIMED) == 2, outcomes
+        assert outcomes.count(ClaimOutcome.OWNER_BUSY) == 10, outcomes
         running = Job.objects.filter(owner=user, status=Status.RUNNING)
         assert running.count() == 2
         running.update(status=Status.SUCCEEDED)
-
-
-def test_submissions_are_refused_while_the_budget_is_spent(user):
-    UserLimits.objects.create(user=user, budget_usd=Decimal("0.10"))
-    (job,) = submit(user)
-    job.attempts = 1
-    call = call_begin(job=job, seq=0, reserve_usd=Decimal("0.05"))
-    call_finish(call=call, report=CallReport(outcome=Outcome.OK, usage=Usage(input_tokens=100_000)))
-
-    with pytest.raises(BudgetExceeded):
-        submit(user)
-    assert Job.objects.filter(owner=user).count() == 1
-
-
-def test_invalid_input_raises_before_anything_is_stored(user):
-    with pytest.raises(InvalidInput) as error:
-        job_submit(owner=user, kind="summarize", input={"text": ""})
-    assert error.value.details[0]["loc"][:2] == ["input", "text"]
-    assert Job.objects.count() == 0

@@ -1,0 +1,228 @@
+"""A job from the user's side: its input checked, stored, sent to the workers, canceled,
+run again.
+
+A job is a row before it is a message: the row is written first and the
+message sent once it is committed, so a worker never looks for a job that is
+not there, and the reaper sends again whatever the broker lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+from typing import Any
+from uuid import UUID
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+from pydantic import BaseModel, ValidationError
+
+from celery_app import app as celery_app
+from jobs import kinds, limits, rows
+from jobs.errors import (
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
+    InvalidInput,
+    JobAlreadyFinished,
+    JobNotFinished,
+)
+from jobs.models import UNFINISHED, Job, Status
+
+log = logging.getLogger(__name__)
+
+# The task that runs a job; workers.tasks registers under this name, and the
+# name (not an import) is what keeps jobs independent of workers.
+RUN_JOB_TASK = "aijobs.run_job"
+
+
+@dataclass(frozen=True)
+class Submission:
+    job: Job
+    replayed: bool
+
+
+def job_input_validate(*, kind: str, input: dict[str, Any], model: str | None) -> BaseModel:
+    """The kind's Input for this body, or InvalidInput with field-level details."""
+    try:
+        module = kinds.get_kind(kind)
+    except KeyError:
+        raise _invalid(["kind"], f"must be one of {', '.join(kinds.names())}") from None
+    if model is not None and model not in settings.AIJOBS_MODEL_PRICES:
+        raise _invalid(["model"], f"must be one of {', '.join(settings.AIJOBS_MODEL_PRICES)}")
+    if _contains_nul(input):
+        # PostgreSQL cannot store NUL in JSON text; refuse it before anything is written.
+        raise _invalid(["input"], "NUL characters are not allowed")
+    try:
+        parsed = module.Input.model_validate(input)
+    except ValidationError as exc:
+        raise InvalidInput("input is invalid", details=_field_errors(exc)) from None
+    limit = settings.AIJOBS_MAX_INPUT_CHARS
+    if len(getattr(parsed, "text", "")) > limit:
+        raise _invalid(["input", "text"], f"at most {limit} characters")
+    return parsed
+
+
+def _invalid(loc: list[str], msg: str) -> InvalidInput:
+    return InvalidInput(f"{'.'.join(loc)}: {msg}", details=[{"loc": loc, "msg": msg}])
+
+
+def _contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_contains_nul(key) or _contains_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_contains_nul(item) for item in value)
+    return False
+
+
+def _field_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": ["input", *error["loc"]], "msg": error["msg"], "type": error["type"]}
+        for error in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+
+
+def request_fingerprint(*, kind: str, input: dict[str, Any], model: str | None) -> str:
+    canonical = json.dumps(
+        {"kind": kind, "input": input, "model": model}, sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def job_submit(
+    *,
+    owner: AbstractBaseUser,
+    kind: str,
+    input: dict[str, Any],
+    model: str | None = None,
+    idempotency_key: str | None = None,
+) -> Submission:
+    """Store a queued job and send its message once the row is committed.
+
+    Without an idempotency key the job is one INSERT, which needs no transaction
+    of its own; the message goes out right after it.
+    """
+    parsed = job_input_validate(kind=kind, input=input, model=model)
+    fingerprint = request_fingerprint(kind=kind, input=input, model=model)
+    if idempotency_key is None:
+        return _store(owner=owner, kind=kind, model=model, parsed=parsed, fingerprint=fingerprint)
+    with transaction.atomic():
+        earlier = _job_for_key(owner=owner, key=idempotency_key, fingerprint=fingerprint)
+        if earlier is not None:
+            return Submission(job=earlier, replayed=True)
+        return _store(
+            owner=owner,
+            kind=kind,
+            model=model,
+            parsed=parsed,
+            fingerprint=fingerprint,
+            idempotency_key=idempotency_key,
+        )
+
+
+def job_rerun(*, owner: AbstractBaseUser, job: Job) -> Job:
+    """A new job with the finished `job`'s kind, input and model, `rerun_of` naming it.
+
+    Its input is checked again and the owner's limits and budget apply, as to any
+    submission. A job still queued, running or retrying raises JobNotFinished.
+    """
+    if job.owner_id != owner.pk:
+        raise ValueError("a job can only be rerun by its owner")
+    if not job.is_finished:
+        raise JobNotFinished(f"job is still {job.status}; it can be rerun once it has finished")
+    parsed = job_input_validate(kind=job.kind, input=job.input, model=job.model)
+    fingerprint = request_fingerprint(kind=job.kind, input=job.input, model=job.model)
+    return _store(
+        owner=owner,
+        kind=job.kind,
+        model=job.model,
+        parsed=parsed,
+        fingerprint=fingerprint,
+        rerun_of=job,
+    ).job
+
+
+def _store(
+    *,
+    owner: AbstractBaseUser,
+    kind: str,
+    model: str | None,
+    parsed: BaseModel,
+    fingerprint: str,
+    idempotency_key: str | None = None,
+    rerun_of: Job | None = None,
+) -> Submission:
+    limits.check_budget_left(owner.pk)
+    limits.check_submission_rate(owner.pk)
+    job = Job.objects.create(
+        owner=owner,
+        kind=kind,
+        model=model or settings.AIJOBS_MODELS[kind],
+        input=parsed.model_dump(mode="json", by_alias=True),
+        idempotency_key=idempotency_key,
+        request_fingerprint=fingerprint,
+        enqueued_at=timezone.now(),
+        rerun_of=rerun_of,
+    )
+    transaction.on_commit(partial(job_enqueue, job_id=job.id))
+    return Submission(job=job, replayed=False)
+
+
+def _job_for_key(*, owner: AbstractBaseUser, key: str, fingerprint: str) -> Job | None:
+    """The job an earlier request with this key made, if it is still inside the replay window.
+
+    A transaction-scoped advisory lock serialises requests with one key: a
+    second request while the first is uncommitted gets 409 instead of waiting.
+    """
+    if not rows.try_advisory_lock(f"idempotency:{owner.pk}:{key}"):
+        raise IdempotencyKeyInFlight("a request with this Idempotency-Key is still being processed")
+    earlier = Job.objects.filter(owner=owner, idempotency_key=key).first()
+    if earlier is None:
+        return None
+    window = timedelta(hours=settings.AIJOBS_IDEMPOTENCY_WINDOW_HOURS)
+    if earlier.created_at < timezone.now() - window:
+        # Past the window the key is free again; the old job keeps its data.
+        Job.objects.filter(pk=earlier.pk).update(idempotency_key=None)
+        return None
+    if earlier.request_fingerprint != fingerprint:
+        raise IdempotencyKeyReused("this Idempotency-Key was used with a different request body")
+    return earlier
+
+
+def job_enqueue(*, job_id: UUID, countdown: float | None = None) -> bool:
+    """Send the job's message; only the id travels, so user text never sits in the broker.
+
+    The job row says it was published (enqueued_at) from the start. When the
+    broker refuses, that mark is cleared and the reaper publishes the job
+    later: the job was accepted and must not fail, nor the request that made it.
+    """
+    try:
+        celery_app.send_task(RUN_JOB_TASK, args=[str(job_id)], countdown=countdown)
+    except Exception as exc:
+        log.warning(
+            "job %s: broker refused the message (%s); the reaper will resend it", job_id, exc
+        )
+        Job.objects.filter(pk=job_id).update(enqueued_at=None)
+        return False
+    return True
+
+
+def job_cancel(*, job: Job) -> Job:
+    """Cancel an unfinished job; a worker still calling Claude will find its lease gone."""
+    canceled = Job.objects.filter(pk=job.pk, status__in=UNFINISHED).update(
+        status=Status.CANCELED,
+        finished_at=timezone.now(),
+        lease_expires_at=None,
+        next_retry_at=None,
+    )
+    job.refresh_from_db()
+    if canceled == 0:
+        raise JobAlreadyFinished(f"job is already {job.status}")
+    return job

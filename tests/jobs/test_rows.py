@@ -1,0 +1,37 @@
+"""The SQL each statement's docstring shows is the SQL it runs."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable
+
+import pytest
+
+from jobs import rows
+
+STATEMENTS = {
+    "status read": (rows.job_of_owner, rows._job_of_owner_sql),
+    "claim": (rows.job_claim, rows._claim_sql),
+    "claim state": (rows.job_state, rows._job_state_sql),
+    "settle": (rows.call_settle, rows._call_settle_sql),
+}
+
+
+def documented_sql(function: Callable[..., object]) -> str:
+    """The literal block after `::` in the docstring, its abbreviations spelled out."""
+    doc = inspect.getdoc(function) or ""
+    sql = doc.split("::\n\n", 1)[1].split("\n\n", 1)[0]
+    sql = sql.replace("<columns of jobs_job>", rows.job_columns().sql)
+    abbreviation = re.search(r"where <succeeds> is\s+`([^`]+)`", doc)
+    return sql.replace("<succeeds>", abbreviation[1]) if abbreviation else sql
+
+
+def words(sql: str) -> str:
+    return " ".join(sql.split())
+
+
+@pytest.mark.parametrize("name", STATEMENTS)
+def test_the_docstring_shows_the_statement(name):
+    function, build = STATEMENTS[name]
+    assert words(documented_sql(function)) == words(build())

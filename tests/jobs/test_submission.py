@@ -1,0 +1,75 @@
+"""Submitting and canceling jobs: input checked, limits and budget applied, on the real database."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from jobs.attempts import CallReport, call_begin, call_finish
+from jobs.errors import BudgetExceeded, InvalidInput, JobNotFinished
+from jobs.models import Job, Outcome, Status, UserLimits
+from jobs.submission import job_cancel, job_rerun, job_submit
+from jobs.usage import Usage
+
+pytestmark = pytest.mark.django_db
+
+
+def submit(user, n: int = 1) -> list[Job]:
+    return [
+        job_submit(owner=user, kind="summarize", input={"text": f"Text {i}."}).job for i in range(n)
+    ]
+
+
+def test_submissions_are_refused_while_the_budget_is_spent(user):
+    UserLimits.objects.create(user=user, budget_usd=Decimal("0.10"))
+    (job,) = submit(user)
+    job.attempts = 1
+    call = call_begin(job=job, seq=0, reserve_usd=Decimal("0.05"))
+    call_finish(call=call, report=CallReport(outcome=Outcome.OK, usage=Usage(input_tokens=100_000)))
+
+    with pytest.raises(BudgetExceeded):
+        submit(user)
+    assert Job.objects.filter(owner=user).count() == 1
+
+
+def test_invalid_input_raises_before_anything_is_stored(user):
+    with pytest.raises(InvalidInput) as error:
+        job_submit(owner=user, kind="summarize", input={"text": ""})
+    assert error.value.details[0]["loc"][:2] == ["input", "text"]
+    assert Job.objects.count() == 0
+
+
+def test_a_rerun_copies_the_request_and_names_the_job_it_reruns(user):
+    labels = {"text": "Late again.", "labels": ["complaint", "praise"], "multi_label": True}
+    original = job_submit(owner=user, kind="classify", input=labels, model="claude-opus-4-5").job
+    job_cancel(job=original)
+
+    rerun = job_rerun(owner=user, job=original)
+
+    stored = Job.objects.get(pk=rerun.pk)
+    assert stored.rerun_of_id == original.id
+    assert (stored.kind, stored.input, stored.model) == (
+        original.kind,
+        original.input,
+        original.model,
+    )
+    assert (stored.status, stored.owner_id) == (Status.QUEUED, user.pk)
+    assert list(original.reruns.all()) == [stored]
+
+
+def test_an_unfinished_job_is_not_rerun(user):
+    (job,) = submit(user)
+
+    with pytest.raises(JobNotFinished):
+        job_rerun(owner=user, job=job)
+    assert Job.objects.count() == 1
+
+
+def test_only_the_owner_reruns_a_job(user, other_user):
+    (job,) = submit(user)
+    job_cancel(job=job)
+
+    with pytest.raises(ValueError, match="owner"):
+        job_rerun(owner=other_user, job=job)
+    assert Job.objects.count() == 1
