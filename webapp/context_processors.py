@@ -12,6 +12,7 @@ NAV_SECTIONS = {
     "job_list": "jobs",
     "job_detail": "jobs",
     "job_cancel": "jobs",
+    "job_rerun": "jobs",
     "job_new": "new",
     "usage": "usage",
     "tokens": "tokens",

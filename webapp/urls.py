@@ -33,6 +33,7 @@ urlpatterns = [
     path("jobs/<uuid:job_id>", jobs.job_detail, name="job_detail"),
     path("jobs/<uuid:job_id>/live", jobs.job_detail_live, name="job_detail_live"),
     path("jobs/<uuid:job_id>/cancel", jobs.job_cancel, name="job_cancel"),
+    path("jobs/<uuid:job_id>/rerun", jobs.job_rerun, name="job_rerun"),
     path("usage", usage.usage, name="usage"),
     slashed("usage", "usage"),
     path("tokens", tokens.token_list, name="tokens"),

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
-from jobs import attempts, kinds, submission
+from jobs import attempts, kinds, limits, submission
 from jobs.errors import IdempotencyKeyInFlight
 from jobs.models import ApiToken, Job, UserLimits
 from jobs.usage import Usage
@@ -474,6 +474,67 @@ def test_cancel_of_a_finished_job_answers_409_and_says_why(web, user):
     assert "already succeeded, so it cannot be canceled" in response.content.decode()
     job.refresh_from_db()
     assert job.status == "succeeded"
+
+
+@pytest.mark.parametrize("finish", ["succeed", "fail", "cancel"])
+def test_a_finished_job_is_rerun_as_a_new_linked_job(web, user, finish):
+    job = submit(user, "classify", labels=["a", "b"])
+    if finish == "succeed":
+        succeed(job, {"labels": ["a"], "confidence": 0.5, "rationale": "R."})
+    elif finish == "fail":
+        claimed = attempts.job_claim(job_id=job.id).job
+        attempts.job_fail(job_id=job.id, attempt=claimed.attempts, code="bad_request", message="x")
+    else:
+        submission.job_cancel(job=job)
+    assert 'action="/jobs/' in web.get(reverse("job_detail", args=[job.id])).content.decode()
+
+    response = web.post(reverse("job_rerun", args=[job.id]))
+
+    rerun = Job.objects.exclude(pk=job.pk).get()
+    assert response.status_code == 302
+    assert response["Location"] == reverse("job_detail", args=[rerun.id])
+    assert (rerun.rerun_of_id, rerun.kind, rerun.input, rerun.model) == (
+        job.id,
+        job.kind,
+        job.input,
+        job.model,
+    )
+    assert rerun.status == "queued"
+    page = web.get(response["Location"]).content.decode()
+    assert f'href="{reverse("job_detail", args=[job.id])}"' in page, "links to the original"
+
+
+def test_an_unfinished_job_offers_no_rerun_and_refuses_one_with_409(web, user):
+    job = submit(user)
+
+    assert (
+        reverse("job_rerun", args=[job.id])
+        not in web.get(reverse("job_detail", args=[job.id])).content.decode()
+    )
+    response = web.post(reverse("job_rerun", args=[job.id]))
+
+    assert response.status_code == 409
+    assert "cannot be rerun now" in response.content.decode()
+    assert Job.objects.count() == 1
+
+
+def test_a_rerun_is_refused_while_the_budget_is_spent(web, user):
+    job = succeed(submit(user), {"summary": "S.", "key_points": ["K."]})
+    UserLimits.objects.create(user=user, budget_usd=Decimal(0))
+    limits._cache.clear()  # limits are cached per process for a few seconds
+
+    response = web.post(reverse("job_rerun", args=[job.id]))
+
+    assert response.status_code == 402
+    assert "budget" in response.content.decode()
+    assert Job.objects.count() == 1
+
+
+def test_another_users_job_cannot_be_rerun(web, other_user):
+    job = succeed(submit(other_user), {"summary": "S.", "key_points": ["K."]})
+
+    assert web.post(reverse("job_rerun", args=[job.id])).status_code == 404
+    assert Job.objects.count() == 1
 
 
 def test_cancel_is_post_only(web, user):

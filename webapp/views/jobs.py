@@ -21,9 +21,11 @@ from jobs.errors import (
     IdempotencyKeyReused,
     InvalidInput,
     JobAlreadyFinished,
+    JobNotFinished,
     SubmissionRateLimited,
 )
 from jobs.models import Job
+from webapp.api import SERVICE_ERROR_STATUS
 from webapp.forms import JobFilterForm, JobForm
 
 PAGE_SIZE = 20
@@ -157,12 +159,28 @@ def job_cancel(request: HttpRequest, job_id: UUID) -> HttpResponse:
         submission.job_cancel(job=job)
     except JobAlreadyFinished:
         context = _detail_context(job)
-        context["cancel_error"] = (
+        context["action_error"] = (
             f"This job has already {job.get_status_display().lower()}, so it cannot be canceled."
         )
         return render(request, "jobs/detail.html", context, status=409)
     messages.success(request, "Job canceled.")
     return redirect("job_detail", job_id=job.id)
+
+
+@login_required
+@require_POST
+def job_rerun(request: HttpRequest, job_id: UUID) -> HttpResponse:
+    """A new job with this one's input and model; on a refusal the page says why."""
+    job = _owned_job(request, job_id)
+    try:
+        rerun = submission.job_rerun(owner=request.user, job=job)
+    except (JobNotFinished, InvalidInput, SubmissionRateLimited, BudgetExceeded) as exc:
+        context = _detail_context(job)
+        context["action_error"] = f"This job cannot be rerun now: {exc.message}."
+        status = SERVICE_ERROR_STATUS.get(type(exc), 400)
+        return render(request, "jobs/detail.html", context, status=status)
+    messages.success(request, "Job rerun: this is the new one.")
+    return redirect("job_detail", job_id=rerun.id)
 
 
 def _owned_job(request: HttpRequest, job_id: UUID) -> Job:
