@@ -231,7 +231,10 @@ def _prices(raw: dict[str, dict[str, str]]) -> dict[str, dict[str, Decimal]]:
 AIJOBS_MODEL_PRICES = _prices(env_json("AIJOBS_MODEL_PRICES", _DEFAULT_PRICES))
 # Kinds beyond the built-in ones: dotted paths of modules that keep jobs.kinds.JobKind.
 AIJOBS_KIND_MODULES = env_list("AIJOBS_KIND_MODULES", [])
-kinds.load(AIJOBS_KIND_MODULES)
+try:
+    kinds.load(AIJOBS_KIND_MODULES)
+except (ImportError, kinds.InvalidKind) as _error:
+    raise ImproperlyConfigured(f"AIJOBS_KIND_MODULES: {_error}") from None
 # The model per kind: AIJOBS_MODEL_<KIND>, else the kind's own default.
 AIJOBS_MODELS = {
     name: env_str(f"AIJOBS_MODEL_{name.upper()}", kind.DEFAULT_MODEL)

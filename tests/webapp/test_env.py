@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
@@ -48,3 +53,26 @@ def test_a_test_run_has_a_queue_and_redis_keys_of_its_own(settings):
     # Shared defaults would let two runs on one Redis take each other's messages.
     assert settings.CELERY_TASK_DEFAULT_QUEUE.startswith("aijobs-test-")
     assert settings.AIJOBS_REDIS_PREFIX == settings.CELERY_TASK_DEFAULT_QUEUE
+
+
+@pytest.mark.parametrize(
+    ("modules", "reason"),
+    [("no.such.module", "No module named"), ("tests.kinds", "NAME must match")],
+)
+def test_kind_modules_that_cannot_be_kinds_stop_the_settings_loading(modules, reason):
+    loading = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=Path(__file__).resolve().parents[2],
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "webapp.settings_test",
+            "AIJOBS_KIND_MODULES": modules,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert loading.returncode != 0
+    assert "ImproperlyConfigured: AIJOBS_KIND_MODULES:" in loading.stderr
+    assert reason in loading.stderr
