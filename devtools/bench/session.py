@@ -87,11 +87,11 @@ class Session:
         client = ApiClient(web.url, self.token)
         return in_parallel(count, self.options.clients, lambda i: client.submit(job_body(i, tag)))
 
-    def worker(self, sim: Simulator, pool: str, concurrency: int) -> Worker:
+    def worker(self, sim: Simulator, pool: str, concurrency: int, **env: str) -> Worker:
         """A platform worker, once it answers a ping (it may have started on the queue)."""
         worker = start_worker(
             self.processes,
-            self.child_env(sim),
+            self.child_env(sim, **env),
             app="celery_app",
             queue=QUEUE,
             pool=pool,

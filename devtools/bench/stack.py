@@ -301,6 +301,17 @@ class JobsTable:
             return parent_of(int(row[0]))
         return None
 
+    def call_times(self) -> dict[str, list[float]]:
+        """Per model, the epoch seconds at which each provider call was recorded, in order."""
+        rows = self.conn.execute(
+            "SELECT model, extract(epoch FROM created_at) FROM jobs_providercall"
+            " ORDER BY created_at"
+        )
+        times: dict[str, list[float]] = {}
+        for model, moment in rows.fetchall():
+            times.setdefault(model, []).append(float(moment))
+        return times
+
     def finish_times(self) -> list[float]:
         """Epoch seconds at which the succeeded jobs finished, in order."""
         rows = self.conn.execute(

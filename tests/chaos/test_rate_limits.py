@@ -46,5 +46,5 @@ def test_a_burst_over_the_limit_never_goes_faster_than_the_limit(stack, record_p
     rate = (len(steady) - 1) / float(steady[-1] - steady[0])
     record_property("requests_per_second", round(rate, 2))
     # The guarantee: never faster than the limit (3% for the clocks). How close to
-    # it the fleet gets is a timing floor, checked by `make bench` (tests/timing_floors.py).
+    # it the fleet gets is a timing floor, checked by `make bench` (scenario p).
     assert rate <= RPM / 60 * 1.03, f"{rate:.2f} requests/s against a limit of {RPM / 60:.2f}"

@@ -127,5 +127,5 @@ def test_serves_a_hundred_slow_requests_concurrently(sim) -> None:
     current = stats(sim)
     assert current["by_outcome"]["ok"] == 100
     # More than one at a time, however slow the machine; how many is a floor for
-    # `make bench` (tests/timing_floors.py), not a guarantee.
+    # `make bench` (scenario b, the simulator in flight), not a guarantee.
     assert current["max_in_flight"] > 1
