@@ -187,6 +187,9 @@ LOGGING = {
     "loggers": {
         "anthropic": {"level": "WARNING"},
         "httpx2": {"level": "WARNING"},
+        # Its start-up banner and every successful login at INFO; failures and lockouts are
+        # WARNING, which is what an operator needs to see.
+        "axes": {"level": "WARNING"},
     },
 }
 
