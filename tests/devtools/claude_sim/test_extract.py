@@ -1,9 +1,8 @@
 """Extract-shaped answers: values of the right kind, copied from the text, valid for the schema.
 
-The three examples are the web form's (webapp/forms.py SCHEMA_EXAMPLES), copied here: devtools
-and its tests do not import the web app. Each schema goes out as the extract kind sends it,
-under `data`, both as written and as the SDK rewrites it (`$defs`, constraints moved into
-descriptions).
+The examples are the extract kind's own (jobs/kinds/extract.py EXAMPLES, the ones the web form
+offers), answers included. Each schema goes out as the extract kind sends it, under `data`, both
+as written and as the SDK rewrites it (`$defs`, constraints moved into descriptions).
 """
 
 from __future__ import annotations
@@ -15,100 +14,12 @@ import anthropic
 import jsonschema
 import pytest
 
+from jobs.kinds import extract as extract_kind
 from tests.devtools.claude_sim.helpers import MODEL, user_turn
 
-CONTACT_TEXT = (
-    "Hi, this is Maria Lopez from Northwind Traders. You can reach me at "
-    "maria.lopez@northwind.example or on +1 415 555 0136 any weekday."
-)
-CONTACT_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string", "description": "The person's full name"},
-        "email": {"type": "string", "description": "Email address"},
-        "phone": {"type": "string", "description": "Phone number as written"},
-        "company": {"type": "string", "description": "Company or organisation"},
-    },
-    "required": ["name", "email"],
-}
-INVOICE_TEXT = (
-    "Invoice INV-2041, issued 2026-11-02 by Acme Hosting. 3 x VPS small at 12.00 "
-    "and 1 x Backup plan at 4.50. Total due: 40.50 EUR within 30 days."
-)
-INVOICE_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "invoice_number": {"type": "string"},
-        "issue_date": {"type": "string", "description": "As YYYY-MM-DD"},
-        "currency": {"type": "string", "enum": ["EUR", "USD", "GBP"]},
-        "total": {"type": "number"},
-        "line_items": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "description": {"type": "string"},
-                    "quantity": {"type": "integer", "minimum": 1},
-                    "unit_price": {"type": "number"},
-                },
-                "required": ["description", "unit_price"],
-            },
-        },
-    },
-    "required": ["invoice_number", "total", "line_items"],
-}
-EVENT_TEXT = (
-    "Join us for PyCon Lisbon on 14 March 2027 at the Congress Centre. Talks by Ana "
-    "Costa and Tom Becker; the keynote is also streamed online."
-)
-EVENT_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "title": {"type": "string"},
-        "date": {"type": "string", "description": "The date as written"},
-        "venue": {"type": "string"},
-        "streamed_online": {"type": "boolean"},
-        "speakers": {"type": "array", "items": {"type": "string"}, "maxItems": 20},
-    },
-    "required": ["title", "date"],
-}
-EXAMPLES = {
-    "contact": (
-        CONTACT_TEXT,
-        CONTACT_SCHEMA,
-        {
-            "name": "Maria Lopez",
-            "email": "maria.lopez@northwind.example",
-            "phone": "+1 415 555 0136",
-            "company": "Northwind Traders",
-        },
-    ),
-    "invoice": (
-        INVOICE_TEXT,
-        INVOICE_SCHEMA,
-        {
-            "invoice_number": "INV-2041",
-            "issue_date": "2026-11-02",
-            "currency": "EUR",
-            "total": 40.5,
-            "line_items": [
-                {"description": "VPS small", "quantity": 3, "unit_price": 12.0},
-                {"description": "Backup plan", "quantity": 1, "unit_price": 4.5},
-            ],
-        },
-    ),
-    "event": (
-        EVENT_TEXT,
-        EVENT_SCHEMA,
-        {
-            "title": "PyCon Lisbon",
-            "date": "14 March 2027",
-            "venue": "Congress Centre",
-            "streamed_online": True,
-            "speakers": ["Ana Costa", "Tom Becker"],
-        },
-    ),
-}
+# The extract kind's own examples: their answers are what a careful model gives.
+EXAMPLES = {example.name: example for example in extract_kind.EXAMPLES}
+EVENT_TEXT = EXAMPLES["Event"].input["text"]
 
 
 def as_sent(schema: dict[str, Any], rewritten: bool) -> dict[str, Any]:
@@ -140,12 +51,12 @@ def extract(
 
 @pytest.mark.parametrize("rewritten", [False, True], ids=["as-written", "sdk-rewritten"])
 @pytest.mark.parametrize("example", EXAMPLES)
-def test_form_examples_get_the_values_the_text_gives(client, example, rewritten) -> None:
-    text, schema, expected = EXAMPLES[example]
+def test_the_kinds_examples_get_the_values_the_text_gives(client, example, rewritten) -> None:
+    text, schema = EXAMPLES[example].input["text"], EXAMPLES[example].input["schema"]
 
     data = extract(client, text, schema, rewritten=rewritten)
 
-    assert data == expected
+    assert data == EXAMPLES[example].output["data"]
     assert list(data) == list(schema["properties"])
 
 
