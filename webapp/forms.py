@@ -292,6 +292,8 @@ class JobFilterForm(forms.Form):
 
     status = forms.ChoiceField(required=False, choices=[("", "All statuses"), *Status.choices])
     kind = forms.ChoiceField(required=False)
+    # The items of one batch (its page links here); kept by the other filters as they change.
+    batch = forms.UUIDField(required=False, widget=forms.HiddenInput)
     cursor = forms.CharField(required=False, widget=forms.HiddenInput)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -301,10 +303,11 @@ class JobFilterForm(forms.Form):
             *((name, kinds.label(name)) for name in kinds.names()),
         ]
 
-    def filters(self) -> dict[str, str | None]:
+    def filters(self) -> dict[str, Any]:
         """Keyword arguments for selectors.job_list from the valid fields."""
         self.is_valid()
-        return {name: self.cleaned_data.get(name) or None for name in ("status", "kind", "cursor")}
+        names = ("status", "kind", "batch", "cursor")
+        return {name: self.cleaned_data.get(name) or None for name in names}
 
 
 class UsageRangeForm(forms.Form):

@@ -273,12 +273,14 @@ def test_a_file_that_is_not_utf8_is_refused(web):
 
 
 def test_a_batch_over_the_budget_is_refused_on_the_form(web, user):
-    UserLimits.objects.create(user=user, budget_usd=Decimal("0.000001"))
+    UserLimits.objects.create(user=user, budget_usd=Decimal("0.01"))
 
     response = web.post(reverse("batch_new"), batch_form())
 
     assert response.status_code == 200
-    assert "The budget of $0.000001" in response.content.decode()
+    assert "The budget of $0.01 per month has $0.01 left; this batch may cost" in (
+        response.content.decode()
+    )
     assert_nothing_stored()
 
 
@@ -563,3 +565,22 @@ def test_a_job_outside_batches_names_none(web, user):
     html = web.get(reverse("job_detail", args=[Job.objects.first().id])).content.decode()
 
     assert "data-batch-item" not in html
+
+
+def test_the_jobs_list_shows_a_batchs_items_in_one_state(web, user):
+    batch = make_batch(user, statuses=("succeeded", "failed", "failed"))
+    make_batch(user, statuses=("failed",))
+
+    html = web.get(reverse("job_list"), {"batch": batch.id, "status": "failed"}).content.decode()
+
+    assert html.count('class="row-link"') == 2
+    assert f"Items of batch {str(batch.id)[:8]}" in html
+    assert f'name="batch" value="{batch.id}"' in html, "changing the status keeps the batch"
+
+
+def test_a_batchs_counts_link_to_its_items_as_jobs(web, user):
+    batch = make_batch(user, statuses=("failed",))
+
+    html = web.get(reverse("batch_detail", args=[batch.id])).content.decode()
+
+    assert f"/?batch={batch.id}&amp;status=failed" in html

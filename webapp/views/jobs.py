@@ -62,7 +62,7 @@ def _list_context(request: HttpRequest) -> dict[str, Any]:
         page = selectors.job_list(owner=request.user, limit=PAGE_SIZE, **filters)
     return {
         "filters": form,
-        "filtered": bool(filters["status"] or filters["kind"]),
+        "filtered": bool(filters["status"] or filters["kind"] or filters["batch"]),
         "page": page,
         "first_page": filters["cursor"] is None,
         "live": any(not job.is_finished for job in page.items),

@@ -78,14 +78,15 @@
     return element;
   }
 
-  // Keep the column chosen before when the new file has it; else the usual names.
-  function offer(select, columns, preferred, blank) {
+  // Keep the column chosen before when the new file has it; else the usual names, else
+  // `fallback` (a blank option's value, or a column).
+  function offer(select, columns, preferred, fallback, blank) {
     const current = select.value;
     const options = columns.map((name) => option(name, name));
     if (blank) options.unshift(option("", blank.textContent));
     select.replaceChildren(...options);
     const choice = [current, ...preferred].find((name) => name && columns.includes(name));
-    select.value = choice ?? (blank ? "" : columns[0] ?? "");
+    select.value = choice ?? fallback;
   }
 
   async function readSample(file) {
@@ -94,8 +95,10 @@
     const start = file.size > bytes.length ? wholeRows(bytes, !jsonl) : bytes;
     const columns = columnsOf(bytes, jsonl);
     if (columns.length) {
-      offer(textColumn, columns, ["text"], null);
-      offer(idColumn, columns, ID_COLUMNS, idColumn.querySelector('option[value=""]'));
+      const blank = idColumn.querySelector('option[value=""]');
+      offer(idColumn, columns, ID_COLUMNS, "", blank);
+      const firstText = columns.find((name) => name !== idColumn.value) ?? columns[0];
+      offer(textColumn, columns, ["text"], firstText, null);
     }
     sample = { blob: new Blob([start]), size: file.size, name: file.name };
   }
