@@ -10,7 +10,7 @@ from django.db import models
 from django.db.models import Q
 
 from jobs.fields import OrderedJSONField
-from jobs.usage import TOKEN_COUNTS
+from jobs.usage import TOKEN_COUNTS, TOKEN_FIELDS
 
 
 class Status(models.TextChoices):
@@ -169,7 +169,15 @@ class Job(TokenCounts):
             models.Index(
                 fields=["rerun_of"], name="job_rerun_of", condition=Q(rerun_of__isnull=False)
             ),
-            # A batch's items in submission order (results), and by state (progress).
+            # A batch's counts and usage per state, read from this index alone (an
+            # index-only scan): the progress poll never touches the jobs' rows.
+            models.Index(
+                fields=["batch", "status"],
+                name="job_batch_status",
+                include=list(TOKEN_FIELDS),
+                condition=Q(batch__isnull=False),
+            ),
+            # A batch's items in submission order (results).
             models.Index(
                 fields=["batch", "position"],
                 name="job_batch_position",

@@ -247,6 +247,10 @@ AIJOBS_MAX_ATTEMPTS = env_int("AIJOBS_MAX_ATTEMPTS", 5, minimum=1)
 AIJOBS_RETRY_BASE_DELAY = env_float("AIJOBS_RETRY_BASE_DELAY", 2.0)
 AIJOBS_RETRY_MAX_DELAY = env_float("AIJOBS_RETRY_MAX_DELAY", 60.0)
 AIJOBS_IDEMPOTENCY_WINDOW_HOURS = env_int("AIJOBS_IDEMPOTENCY_WINDOW_HOURS", 24, minimum=1)
+# A batch (POST /batches) holds at most this many items, in a body or file of at most this
+# many bytes; its endpoint streams the upload, so it takes more than AIJOBS_MAX_BODY_BYTES.
+AIJOBS_BATCH_MAX_ITEMS = env_int("AIJOBS_BATCH_MAX_ITEMS", 100_000, minimum=1)
+AIJOBS_BATCH_MAX_BYTES = env_int("AIJOBS_BATCH_MAX_BYTES", 64 * 1024 * 1024, minimum=1024)
 
 # --- Limits and budgets -------------------------------------------------------
 # The provider's limits per model ("*" for any other), as on the organisation's

@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("jobs", "0005_batches"),
+        ("jobs", "0006_job_batch_status"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
