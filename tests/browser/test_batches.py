@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from playwright.sync_api import expect
 
 from jobs import dispatch
@@ -22,9 +23,11 @@ from tests.browser.test_pages import OVERFLOWS
 from tests.helpers import unique
 from tests.kinds import example_input
 from tests.webapp.test_batch_views import make_batch, started
+from webapp.views.batches import PREVIEW_BYTES, PREVIEW_ROWS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
+EXAMPLE = Path(settings.BASE_DIR) / "docs" / "examples" / "classify.csv"
 BATCH_URL = re.compile(r"/batches/[0-9a-f-]{36}$")
 TICKETS = [
     ("t-1", "My parcel is two weeks late and nobody answers the phone."),
@@ -47,6 +50,7 @@ def tickets_csv(folder: Path, rows, name: str = "tickets.csv") -> Path:
 
 
 def test_a_csv_is_previewed_submitted_watched_and_downloaded(page, worker, tmp_path, snap):
+    example = list(csv.DictReader(EXAMPLE.open(encoding="utf-8")))
     page.goto("/batches/new")
     page.locator(".kind-option:has(input[value=classify])").click()
     page.locator('[data-example="classify"]').first.click()
@@ -65,19 +69,22 @@ def test_a_csv_is_previewed_submitted_watched_and_downloaded(page, worker, tmp_p
     expect(preview).to_contain_text("Fix the problems below")
     snap(page, "batch-new-error")
 
-    page.get_by_label("File").set_input_files(tickets_csv(tmp_path, TICKETS))
+    # The example file that ships for the kind, as the demo uses it.
+    page.get_by_label("File").set_input_files(EXAMPLE)
+    expect(page.get_by_label("Text column")).to_have_value("text")
     expect(preview.locator("tr.has-error")).to_have_count(0)
+    expect(preview.locator("tbody tr")).to_have_count(PREVIEW_ROWS)
+    expect(preview.locator("tbody tr").first).to_contain_text(example[0]["text"][:40])
     expect(preview.locator("[data-estimate]")).to_have_text(re.compile(r"^\$\d"))
-    expect(preview.locator("tbody tr").first).to_contain_text("two weeks late")
     assert Batch.objects.count() == 0, "a preview stores nothing"
     snap(page, "batch-new")
 
     page.get_by_role("button", name="Submit batch").dblclick()
     expect(page).to_have_url(BATCH_URL)
     batch = Batch.objects.get()
-    assert batch.total == len(TICKETS)
+    assert batch.total == len(example)
     assert batch.params["labels"] == example_input("classify")["labels"]
-    expect(page.locator("#batch-progress")).to_contain_text(f"0 of {len(TICKETS)} finished")
+    expect(page.locator("#batch-progress")).to_contain_text(f"0 of {len(example)} finished")
     expect(page.locator("[data-live-indicator]")).to_be_visible()
     page.evaluate("window.notReloaded = true")
 
@@ -85,26 +92,55 @@ def test_a_csv_is_previewed_submitted_watched_and_downloaded(page, worker, tmp_p
     dispatch.batches_dispatch()
     expect(page.locator("#batch-head .badge")).to_have_text("Finished", timeout=30_000)
     expect(page.locator("#batch-progress")).to_contain_text(
-        f"{len(TICKETS)} of {len(TICKETS)} finished"
+        f"{len(example)} of {len(example)} finished"
     )
-    expect(page.locator("[data-live-indicator]")).to_be_hidden()
-    expect(page.locator('[data-state="succeeded"] strong')).to_have_text(str(len(TICKETS)))
+    expect(page.locator('[data-state="succeeded"] strong')).to_have_text(str(len(example)))
     expect(page.locator("[data-cost]")).not_to_have_text("$0.00")
+    expect(page.locator("[data-live-indicator]")).to_be_hidden()
     assert page.evaluate("window.notReloaded") is True, "the page updated itself"
     snap(page, "batch")
 
     with page.expect_download() as download:
         page.get_by_role("link", name="Download CSV").click()
     rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text("utf-8"))))
-    assert [row["custom_id"] for row in rows] == [ref for ref, _ in TICKETS]
+    assert [row["custom_id"] for row in rows] == [item["id"] for item in example]
     assert {row["status"] for row in rows} == {"succeeded"}
     jobs = {str(job.id): job for job in Job.objects.filter(batch=batch)}
     assert {row["job_id"] for row in rows} == set(jobs)
+    for row in rows:
+        chosen = jobs[row["job_id"]].result["labels"]
+        assert row["labels"] == "; ".join(chosen)
+        assert {label for label in batch.params["labels"] if row[f"label:{label}"] == "1"} == set(
+            chosen
+        )
 
     # Each item is a job whose page leads back to its batch.
     page.goto(f"/jobs/{Job.objects.get(batch=batch, position=3).id}")
     page.get_by_role("link", name=f"batch {str(batch.id)[:8]}").click()
     expect(page).to_have_url(BATCH_URL)
+
+
+def test_a_large_file_is_previewed_from_its_start(page, tmp_path):
+    # Rows with a quoted line break early in each, far more than the preview sends: it must
+    # cut the file after a whole row, not at the last line break, which is inside a field.
+    tail = "more words about the parcel, " * 3
+    rows = [(f"r-{n}", f"Ticket {n}.\n{tail}") for n in range(1, 5000)]
+    path = tmp_path / "large.csv"
+    with path.open("w", newline="", encoding="utf-8") as file:
+        csv.writer(file).writerows([("id", "body"), *rows])
+    start = path.read_bytes()[:PREVIEW_BYTES]
+    assert start[: start.rindex(b"\n")].count(b'"') % 2 == 1, "the last line break is quoted"
+    page.goto("/batches/new?kind=classify")
+    page.locator('[data-example="classify"]').first.click()
+
+    page.get_by_label("File").set_input_files(path)
+
+    preview = page.locator("#batch-preview")
+    expect(preview.locator("[data-estimate]")).to_have_text(re.compile(r"^about \$\d"))
+    expect(preview).to_contain_text(re.compile(r"Itemsabout \d"))
+    expect(preview.locator(".error-box")).to_have_count(0)
+    expect(preview.locator("tr.has-error")).to_have_count(0)
+    expect(preview.locator("tbody tr").first).to_contain_text("Ticket 1.")
 
 
 def test_a_running_batch_can_be_canceled(page, user):

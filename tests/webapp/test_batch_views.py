@@ -342,7 +342,7 @@ def test_the_preview_estimates_the_whole_file(web):
     assert "about" not in whole.split("Estimated cost")[1][:80]
     assert "about 30" in scaled
     assert "scaled from the first 3 rows" in scaled
-    assert _estimate(scaled) == pytest.approx(_estimate(whole) * 10, rel=0.01)
+    assert _estimate(scaled) == pytest.approx(_estimate(whole) * 10, rel=Decimal("0.01"))
     assert_nothing_stored()
 
 
