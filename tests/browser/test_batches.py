@@ -184,6 +184,7 @@ def batch_pages(user) -> list[str]:
         *(f"/batches/{batch.id}" for batch in (finished, running, canceled)),
         "/batches/new",
         f"/jobs/{item.id}",
+        f"/?batch={running.id}&status=succeeded",
     ]
 
 

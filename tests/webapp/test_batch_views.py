@@ -584,3 +584,19 @@ def test_a_batchs_counts_link_to_its_items_as_jobs(web, user):
     html = web.get(reverse("batch_detail", args=[batch.id])).content.decode()
 
     assert f"/?batch={batch.id}&amp;status=failed" in html
+
+
+def test_a_file_over_the_memory_limits_is_read_from_disk(web, settings):
+    # Django keeps uploads up to FILE_UPLOAD_MAX_MEMORY_SIZE in memory, larger ones in a
+    # temporary file; the body limit (DATA_UPLOAD_MAX_MEMORY_SIZE) is for the other fields.
+    text = "A long report about the harbour. " * 2500
+    rows = [(f"r-{n}", text) for n in range(1, 41)]
+    upload = csv_file(rows)
+    assert upload.size > max(
+        settings.FILE_UPLOAD_MAX_MEMORY_SIZE, settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    )
+
+    response = web.post(reverse("batch_new"), batch_form(kind="summarize", file=upload))
+
+    assert response.status_code == 302
+    assert Batch.objects.get().total == len(rows)
