@@ -91,6 +91,12 @@ class Batch(models.Model):
         ]
         indexes = [
             models.Index(fields=["owner", "-created_at", "-id"], name="batch_owner_newest"),
+            # The batches the dispatcher looks at every round: few, however many are kept.
+            models.Index(
+                fields=["owner", "created_at"],
+                name="batch_live",
+                condition=Q(status__in=["queued", "running"]),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -176,6 +182,18 @@ class Job(TokenCounts):
                 fields=["batch", "position"],
                 name="job_batch_position",
                 condition=Q(batch__isnull=False),
+            ),
+            # The dispatcher's two questions per batch, each answered from a small index
+            # however large the batch: its next items to publish, and how many are out.
+            models.Index(
+                fields=["batch", "position"],
+                name="job_batch_unpublished",
+                condition=Q(batch__isnull=False, enqueued_at__isnull=True, status__in=UNFINISHED),
+            ),
+            models.Index(
+                fields=["batch"],
+                name="job_batch_in_flight",
+                condition=Q(batch__isnull=False, enqueued_at__isnull=False, status__in=UNFINISHED),
             ),
         ]
 

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from pydantic import BaseModel
 
-from jobs import attempts, kinds, limits
+from jobs import attempts, dispatch, kinds, limits
 from jobs.attempts import CallReport, ClaimOutcome
 from jobs.errors import BudgetExceeded
 from jobs.models import Job, Outcome, ProviderCall
@@ -75,7 +75,7 @@ def run_job(job_id: UUID | str, *, task_id: str = "") -> RunResult:
         attempts.job_fail(job_id=job.id, attempt=job.attempts, code="worker_lost", message=message)
         return RunResult()
     try:
-        return _attempt(job, task_id)
+        result = _attempt(job, task_id)
     except DatabaseError:
         # The database is away (a restart, a failover): the job keeps its lease,
         # which lapses, and the reaper sends it again once the database is back.
@@ -91,6 +91,10 @@ def run_job(job_id: UUID | str, *, task_id: str = "") -> RunResult:
             message="the worker hit an internal error",
         )
         raise
+    if job.batch_id is not None and result.retry_in is None:
+        # The item is done with (or another attempt's now): its batch's window has room.
+        dispatch.batch_item_finished()
+    return result
 
 
 def _not_claimed(job_id: UUID | str, outcome: ClaimOutcome) -> RunResult:
