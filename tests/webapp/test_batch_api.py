@@ -325,10 +325,14 @@ def test_bad_batch_settings_are_422(post, change, loc):
     assert error["details"][0]["loc"] == loc
 
 
+def test_a_body_that_is_not_json_is_400(post):
+    assert_refused(post(raw=b"{not json"), 400, "bad_request", "not JSON")
+    assert_refused(post(raw="text\nCaf\xe9\n".encode("latin-1")), 400, "bad_request")
+
+
 @pytest.mark.parametrize(
     "body",
     [
-        b"{not json",
         json.dumps({**CLASSIFY, "status": "succeeded"}).encode(),
         json.dumps({**CLASSIFY, "items": [{"text": "no input object"}]}).encode(),
         json.dumps({**CLASSIFY, "items": "not a list"}).encode(),
