@@ -3,8 +3,9 @@
 A round publishes, for every batch not finished or canceled, its next items in submission
 order until AIJOBS_BATCH_WINDOW of them are published and unfinished. The batches take turns
 (owners first, then each owner's batches, oldest first), so a huge batch neither floods the
-broker nor starves anyone else's batch, and a job outside any batch, published at once on
-commit, waits behind at most a window per running batch.
+broker nor starves anyone else's batch. A job outside any batch is published at once on
+commit, and with Redis ahead of every batch item (AIJOBS_BATCH_PRIORITY): it waits for the
+next free worker slot, not behind the batches' windows.
 
 Rounds run when a batch is submitted (batches_kick), when one of its items finishes
 (batch_item_finished, in the worker) and every AIJOBS_BATCH_DISPATCH_INTERVAL from beat.
@@ -66,8 +67,9 @@ def _round() -> int:
 def _publish(job_ids: list[UUID]) -> None:
     """Send the items' messages in turn; once the broker refuses one, the rest are marked
     unpublished without trying (each try waits out the publish retries), for the next round."""
+    priority = settings.AIJOBS_BATCH_PRIORITY
     for index, job_id in enumerate(job_ids):
-        if not job_enqueue(job_id=job_id):
+        if not job_enqueue(job_id=job_id, priority=priority):
             Job.objects.filter(pk__in=job_ids[index + 1 :]).update(enqueued_at=None)
             return
 

@@ -235,7 +235,9 @@ def earlier_for_key(
     return earlier
 
 
-def job_enqueue(*, job_id: UUID, countdown: float | None = None) -> bool:
+def job_enqueue(
+    *, job_id: UUID, countdown: float | None = None, priority: int | None = None
+) -> bool:
     """Send the job's message; only the id travels, so user text never sits in the broker.
 
     The job row says it was published (enqueued_at) from the start. When the
@@ -243,7 +245,9 @@ def job_enqueue(*, job_id: UUID, countdown: float | None = None) -> bool:
     later: the job was accepted and must not fail, nor the request that made it.
     """
     try:
-        celery_app.send_task(RUN_JOB_TASK, args=[str(job_id)], countdown=countdown)
+        celery_app.send_task(
+            RUN_JOB_TASK, args=[str(job_id)], countdown=countdown, priority=priority
+        )
     except Exception as exc:
         log.warning(
             "job %s: broker refused the message (%s); the reaper will resend it", job_id, exc

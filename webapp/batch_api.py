@@ -174,9 +174,11 @@ def _json_batch(request: HttpRequest) -> dict[str, Any]:
     try:
         payload = BatchCreate.model_validate_json(body)
     except pydantic.ValidationError as exc:
-        raise ValidationError(
-            exc.errors(include_url=False, include_input=False, include_context=False)
-        ) from None
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        if errors[0]["type"] == "json_invalid":
+            # As for a job: a body that is not JSON is a bad request, not an invalid batch.
+            raise HttpError(400, "the body is not JSON") from None
+        raise ValidationError(errors) from None
     items = (
         BatchItem(number=number, custom_id=item.custom_id, input=item.input)
         for number, item in enumerate(payload.items, start=1)

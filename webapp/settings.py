@@ -284,6 +284,10 @@ AIJOBS_STALL_SECONDS = env_int("AIJOBS_STALL_SECONDS", 300, minimum=10)
 # A batch's items are rows first: a dispatcher publishes them, at most this many of one batch
 # published and unfinished at a time, so a huge batch never floods the broker or the workers.
 AIJOBS_BATCH_WINDOW = env_int("AIJOBS_BATCH_WINDOW", 50, minimum=1)
+# Batch items wait on the broker behind every other job, so a job submitted on its own is
+# taken by the next free worker slot, not after the windows of the batches running. kombu's
+# Redis transport pops priority 0 (any other message) strictly before 9.
+AIJOBS_BATCH_PRIORITY: int | None = 9
 # Beat's dispatch round, the safety net behind the kicks at submission and at each item's end.
 AIJOBS_BATCH_DISPATCH_INTERVAL = env_float("AIJOBS_BATCH_DISPATCH_INTERVAL", 1.0, minimum=0.1)
 
@@ -353,6 +357,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 if CELERY_BROKER_URL.startswith(("amqp://", "amqps://", "pyamqp://")):
     CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
     CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+    # Quorum queues deliver priorities 5-9 before the rest, the reverse of Redis: batch items
+    # go unprioritized, first come first served, a window per batch.
+    AIJOBS_BATCH_PRIORITY = None
 
 # With Redis, a message unacked for longer than the visibility timeout is
 # delivered again: a running task, or a retry waiting out its countdown, would

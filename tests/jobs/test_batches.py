@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from jobs import limits, selectors
+from jobs import dispatch, limits, selectors
 from jobs.batch_files import BatchFileError, BatchItem
 from jobs.batches import (
     batch_cancel,
@@ -281,3 +281,18 @@ def test_progress_is_counted_from_the_covering_index_alone(user):
     assert "Index Only Scan using job_batch_status" in plan
     assert (progress.counts["succeeded"], progress.counts["queued"], progress.finished) == (1, 2, 1)
     assert (progress.usage["input_tokens"], progress.usage["cost_usd"]) == (7, Decimal("0.00001"))
+
+
+def test_the_dispatcher_is_kicked_once_the_batch_is_committed(
+    user, monkeypatch, django_capture_on_commit_callbacks
+):
+    sent: list[str] = []
+    monkeypatch.setattr(dispatch.celery_app, "send_task", lambda name, **_: sent.append(name))
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        submit(user, texts("One.", "Two."))
+        assert sent == [], "nothing is sent before the commit"
+    for callback in callbacks:
+        callback()
+
+    assert sent == [dispatch.DISPATCH_TASK]

@@ -26,7 +26,13 @@ def window(settings):
 def published(monkeypatch):
     """The ids of the items handed to the broker, in order."""
     sent: list[UUID] = []
-    monkeypatch.setattr(dispatch, "job_enqueue", lambda *, job_id: sent.append(job_id) or True)
+
+    def enqueue(*, job_id: UUID, priority: int | None) -> bool:
+        assert priority == dispatch.settings.AIJOBS_BATCH_PRIORITY
+        sent.append(job_id)
+        return True
+
+    monkeypatch.setattr(dispatch, "job_enqueue", enqueue)
     return sent
 
 
@@ -136,9 +142,7 @@ def test_canceled_and_finished_batches_get_nothing(user, run_round):
     assert run_round() == []
 
 
-def test_items_refused_by_the_broker_are_published_by_a_later_round(
-    user, run_round, monkeypatch, published
-):
+def test_items_refused_by_the_broker_are_published_by_a_later_round(user, run_round, monkeypatch):
     batch = named(batch_of(user, texts(3)), "b")
     tries: list[str] = []
 
@@ -146,13 +150,14 @@ def test_items_refused_by_the_broker_are_published_by_a_later_round(
         tries.append(name)
         raise ConnectionError("broker down")
 
+    enqueue = dispatch.job_enqueue
     monkeypatch.setattr(dispatch, "job_enqueue", submission.job_enqueue)
     monkeypatch.setattr(submission.celery_app, "send_task", broker_down)
     run_round()
 
     assert len(tries) == 1, "one refusal: the rest are not tried"
     assert not Job.objects.filter(batch=batch, enqueued_at__isnull=False).exists()
-    monkeypatch.setattr(dispatch, "job_enqueue", lambda *, job_id: published.append(job_id) or True)
+    monkeypatch.setattr(dispatch, "job_enqueue", enqueue)
     assert run_round() == ["b#1", "b#2", "b#3"]
 
 

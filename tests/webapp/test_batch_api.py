@@ -55,6 +55,16 @@ def get(client, token):
     return get
 
 
+@pytest.fixture
+def post_to(client, token):
+    """POST without a body, as cancel and rerun take it."""
+
+    def post_to(path: str):
+        return client.post(f"/api/v1{path}", HTTP_AUTHORIZATION=f"Bearer {token}")
+
+    return post_to
+
+
 def upload(data: bytes, name: str = "tickets.csv", **fields):
     fields.setdefault("kind", "classify")
     fields.setdefault("params", json.dumps({"labels": LABELS}))
@@ -315,10 +325,14 @@ def test_bad_batch_settings_are_422(post, change, loc):
     assert error["details"][0]["loc"] == loc
 
 
+def test_a_body_that_is_not_json_is_400(post):
+    assert_refused(post(raw=b"{not json"), 400, "bad_request", "not JSON")
+    assert_refused(post(raw="text\nCaf\xe9\n".encode("latin-1")), 400, "bad_request")
+
+
 @pytest.mark.parametrize(
     "body",
     [
-        b"{not json",
         json.dumps({**CLASSIFY, "status": "succeeded"}).encode(),
         json.dumps({**CLASSIFY, "items": [{"text": "no input object"}]}).encode(),
         json.dumps({**CLASSIFY, "items": "not a list"}).encode(),
@@ -402,13 +416,12 @@ def test_another_users_batch_is_404(post, client, other_token):
     assert malformed.json()["error"]["message"] == "no such batch"
 
 
-def test_cancel_ends_the_unfinished_items_then_409(post, client, token):
+def test_cancel_ends_the_unfinished_items_then_409(post, post_to):
     batch_id = post(CLASSIFY).json()["id"]
     settle(batch_id, 1, Status.SUCCEEDED)
-    auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
 
-    canceled = client.post(f"/api/v1/batches/{batch_id}/cancel", **auth)
-    again = client.post(f"/api/v1/batches/{batch_id}/cancel", **auth)
+    canceled = post_to(f"/batches/{batch_id}/cancel")
+    again = post_to(f"/batches/{batch_id}/cancel")
 
     assert canceled.status_code == 200
     assert canceled.json()["status"] == "canceled"
@@ -416,13 +429,12 @@ def test_cancel_ends_the_unfinished_items_then_409(post, client, token):
     assert (again.status_code, again.json()["error"]["code"]) == (409, "batch_finished")
 
 
-def test_rerun_makes_a_batch_of_the_failed_items(post, client, token):
+def test_rerun_makes_a_batch_of_the_failed_items(post, post_to):
     batch_id = post(CLASSIFY).json()["id"]
     settle(batch_id, 2, Status.FAILED)
-    auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
 
-    response = client.post(f"/api/v1/batches/{batch_id}/rerun", **auth)
-    nothing = client.post(f"/api/v1/batches/{batch_id}/rerun?status=canceled", **auth)
+    response = post_to(f"/batches/{batch_id}/rerun")
+    nothing = post_to(f"/batches/{batch_id}/rerun?status=canceled")
 
     assert response.status_code == 201, response.content
     rerun = response.json()
