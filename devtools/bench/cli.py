@@ -14,6 +14,9 @@ writes bench-results/latest.json (and a dated copy); PERFORMANCE.md explains the
     c  submit-to-finished time minus the simulated latency, sequential jobs, p50 and p99
     d  GET /api/v1/jobs/{id} requests/s and p99 against a constant Django view, same server
     e  peak RSS of the worker at concurrency 256 (measured during b)
+    g  items/s of a 5,000-item batch at zero simulated latency, against a's jobs/s, same run
+    h  c's added latency of single jobs while another user's 5,000-item batch runs, p50 and
+       p99, against c on the idle system, same run
 
 Every figure is the median of --runs runs; every ratio is taken within a run.
 """
@@ -38,6 +41,7 @@ QUICK = {
     "little_seconds": 6.0,
     "latency_jobs": 20,
     "status_seconds": 2.0,
+    "batch_items": 500,
 }
 
 
@@ -66,6 +70,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     add("--latency-jobs", type=int, help=f"jobs per run of c (default {defaults.latency_jobs})")
     add("--latency-ms", type=int, default=defaults.latency_ms, help="simulated latency in c")
     add("--status-seconds", type=float, help="length of a load run in d (default 8)")
+    add("--batch-items", type=int, help=f"items of the batch in g and h ({defaults.batch_items})")
     add("--connections", type=int, default=defaults.connections, help="connections in d")
     add("--profile", action="store_true", help="also profile a and d with py-spy")
     add(
@@ -84,7 +89,8 @@ def _options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Optio
     if not only or set(only) - set(LETTERS):
         parser.error(f"--only takes letters of {','.join(LETTERS)}")
     counts = {**(QUICK if args.quick else {})}
-    for name in ("runs", "jobs", "little_seconds", "latency_jobs", "status_seconds"):
+    names = ("runs", "jobs", "little_seconds", "latency_jobs", "status_seconds", "batch_items")
+    for name in names:
         if getattr(args, name) is not None:
             counts[name] = getattr(args, name)
     return Options(

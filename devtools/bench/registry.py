@@ -5,7 +5,14 @@ Adding one: a module like its siblings defining SCENARIO, listed here; nothing e
 
 from __future__ import annotations
 
-from devtools.bench import a_overhead, b_littles_law, c_latency, d_status
+from devtools.bench import (
+    a_overhead,
+    b_littles_law,
+    c_latency,
+    d_status,
+    g_batch_throughput,
+    h_fairness,
+)
 from devtools.bench.scenario import Scenario
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -13,5 +20,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     b_littles_law.SCENARIO,
     c_latency.SCENARIO,
     d_status.SCENARIO,
+    g_batch_throughput.SCENARIO,
+    h_fairness.SCENARIO,
 )
 LETTERS = tuple(sorted(letter for scenario in SCENARIOS for letter in scenario.letters))

@@ -57,6 +57,7 @@ class Options:
     little_seconds: float = 12.0
     latency_jobs: int = 200
     latency_ms: int = 100
+    batch_items: int = 5000
     status_seconds: float = 8.0
     connections: int = 32
     profile: bool = False
@@ -86,6 +87,15 @@ class Session:
         tag = f"{os.getpid()}-{self.batches}"
         client = ApiClient(web.url, self.token)
         return in_parallel(count, self.options.clients, lambda i: client.submit(job_body(i, tag)))
+
+    def submit_batch(self, count: int, owner: str = BENCH_USER) -> float:
+        """Store a batch of count items for `owner` as POST /batches does, and kick the
+        dispatcher (devtools/bench/batch_load.py); when the submission started, epoch seconds."""
+        self.batches += 1
+        tag = f"{os.getpid()}-{self.batches}"
+        code = f"from devtools.bench.batch_load import submit; submit({owner!r}, {count}, {tag!r})"
+        started, _batch_id = manage(self.child_env(), "shell", "-c", code).split()[-2:]
+        return float(started)
 
     def worker(self, sim: Simulator, pool: str, concurrency: int) -> Worker:
         """A platform worker, once it answers a ping (it may have started on the queue)."""
