@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from devtools.bench.c_latency import LATENCY_WARMUP_JOBS, sequential_latencies
+from devtools.bench.c_latency import LATENCY_WARMUP_JOBS, SEGMENTS, sequential_latencies
 from devtools.bench.load import ApiClient
 from devtools.bench.scenario import Row, Scenario, median, percentile, verdict
 from devtools.bench.session import JOB_POLL, Options, Session, say
@@ -67,9 +67,14 @@ def fairness_run(session: Session, sim: Simulator, client: ApiClient) -> Fairnes
         [job.added_ms for job in idle], [job.added_ms for job in busy], options.batch_items, left
     )
     (busy50, idle50), (busy99, idle99) = run.p(50), run.p(99)
+    segments = ", ".join(
+        f"{name} {median([job.segments_ms[i] for job in busy]):.1f}"
+        for i, name in enumerate(SEGMENTS)
+    )
     say(
         f"h: added p50 {busy50:.1f} ms under the batch ({idle50:.1f} idle), p99 {busy99:.1f} ms "
-        f"({idle99:.1f} idle), {run.ratio:.2f}x; batch items left at the end: {left}"
+        f"({idle99:.1f} idle), {run.ratio:.2f}x; batch items left at the end: {left}; "
+        f"medians under the batch (ms): {segments}"
     )
     return run
 
