@@ -23,7 +23,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from jobs import limits, submission
+from jobs import dispatch, limits, submission
 from jobs.batch_files import BatchFileError, BatchItem
 from jobs.errors import BatchAlreadyFinished, InvalidInput
 from jobs.models import FINISHED, Batch, BatchStatus, Job
@@ -251,6 +251,8 @@ def _store(
         rerun_of=rerun_of,
     )
     Job.objects.bulk_create(_jobs(owner, batch, valid), batch_size=BULK_BATCH_SIZE)
+    # The first window goes out now rather than at beat's next round.
+    dispatch.batches_kick()
     return batch
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
-from jobs import limits
+from jobs import dispatch, limits, selectors
 from jobs.batch_files import BatchFileError, BatchItem
 from jobs.batches import (
     batch_cancel,
@@ -263,3 +264,35 @@ def test_a_rerun_without_items_in_that_status_is_refused(user):
     with pytest.raises(InvalidInput):
         batch_rerun(owner=user, batch=batch, status="running")
     assert Batch.objects.count() == 1
+
+
+def test_progress_is_counted_from_the_covering_index_alone(user):
+    batch = submit(user, texts("One.", "Two.", "Three.")).batch
+    finish(batch, {1: Status.SUCCEEDED})
+    Job.objects.filter(batch=batch, position=1).update(input_tokens=7, cost_usd="0.000010")
+
+    with connection.cursor() as cursor:
+        # A table this small would be read whole; the question is whether the index suffices.
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("SET LOCAL enable_bitmapscan = off")
+        progress = selectors.batch_progress(batch=batch)
+        plan = selectors.batch_progress_query(batch=batch).explain()
+
+    assert "Index Only Scan using job_batch_status" in plan
+    assert (progress.counts["succeeded"], progress.counts["queued"], progress.finished) == (1, 2, 1)
+    assert (progress.usage["input_tokens"], progress.usage["cost_usd"]) == (7, Decimal("0.00001"))
+
+
+def test_the_dispatcher_is_kicked_once_the_batch_is_committed(
+    user, monkeypatch, django_capture_on_commit_callbacks
+):
+    sent: list[str] = []
+    monkeypatch.setattr(dispatch.celery_app, "send_task", lambda name, **_: sent.append(name))
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        submit(user, texts("One.", "Two."))
+        assert sent == [], "nothing is sent before the commit"
+    for callback in callbacks:
+        callback()
+
+    assert sent == [dispatch.DISPATCH_TASK]
