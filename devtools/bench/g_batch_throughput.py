@@ -1,5 +1,5 @@
-"""g: items/s of a 5,000-item batch at zero simulated latency, from its submission to its last
-item's finish, against scenario a's jobs/s (one HTTP submission each) in the same run.
+"""g: items/s of a 5,000-item batch at zero simulated latency, from its POST /batches to its last
+item's finish, against scenario a's jobs/s (one POST /jobs each) in the same run.
 
 A batch skips the per-job HTTP request and submission; its items cost a dispatch round each
 instead (jobs/dispatch.py), run by the worker that finished the item before.
@@ -53,11 +53,11 @@ def batch_run(session: Session, sim: Simulator, web: Web, index: int) -> BatchRu
     items, jobs = session.options.batch_items, session.options.jobs
     # Alternate which goes first, so a drift of the shared machine favours neither.
     if index % 2 == 0:
-        batch_rate, outcome, usage = batch_rate_of(session, sim, items)
+        batch_rate, outcome, usage = batch_rate_of(session, sim, web, items)
         single_rate, _, single_usage = platform_rate_of(session, sim, web, jobs)
     else:
         single_rate, _, single_usage = platform_rate_of(session, sim, web, jobs)
-        batch_rate, outcome, usage = batch_rate_of(session, sim, items)
+        batch_rate, outcome, usage = batch_rate_of(session, sim, web, items)
     run = BatchRun(batch_rate, single_rate, items, jobs, outcome, usage, single_usage)
     say(
         f"g run {index + 1}: batch {batch_rate:.0f} items/s, single jobs {single_rate:.0f} "
@@ -67,14 +67,16 @@ def batch_run(session: Session, sim: Simulator, web: Web, index: int) -> BatchRu
     return run
 
 
-def batch_rate_of(session: Session, sim: Simulator, items: int) -> tuple[float, Outcome, Usage]:
-    """Items per second from the start of the batch's submission to its last item's finish."""
+def batch_rate_of(
+    session: Session, sim: Simulator, web: Web, items: int
+) -> tuple[float, Outcome, Usage]:
+    """Items per second from the batch's POST to its last item's finish."""
     session.fresh_run(sim)
     options = session.options
     worker = session.worker(sim, options.pool, options.concurrency)
     with stopping(session.processes, worker.child):
-        meter = session.meter(sim, worker=worker.child.pid)
-        started = session.submit_batch(items)
+        meter = session.meter(sim, web=web.child.pid, worker=worker.child.pid)
+        started = session.submit_batch(web, items)
         outcome = wait_for_jobs(session, items, timeout=60 + items / 10)
         usage = meter.stop()
     _, last = session.table.window()

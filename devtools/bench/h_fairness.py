@@ -13,8 +13,8 @@ from typing import Any
 from devtools.bench.c_latency import LATENCY_WARMUP_JOBS, SEGMENTS, sequential_latencies
 from devtools.bench.load import ApiClient
 from devtools.bench.scenario import Row, Scenario, median, percentile, verdict
-from devtools.bench.session import JOB_POLL, Options, Session, say
-from devtools.bench.stack import Simulator, start_simulator, start_web, stopping
+from devtools.bench.session import JOB_POLL, Options, Session, api_token, say
+from devtools.bench.stack import Simulator, Web, start_simulator, start_web, stopping
 
 TARGET = 2.0  # p99 under the batch, in times the idle p99
 BATCH_OWNER = "bench-batch"
@@ -44,18 +44,20 @@ def run(session: Session, profiles: dict[str, str]) -> list[FairnessRun]:
     with stopping(session.processes, sim.child):
         web = start_web(session.processes, session.child_env(sim))
         with stopping(session.processes, web.child):
-            client = ApiClient(web.url, session.token)
-            return [fairness_run(session, sim, client) for _ in range(session.options.runs)]
+            other = api_token(session.child_env(), BATCH_OWNER)
+            return [fairness_run(session, sim, web, other) for _ in range(session.options.runs)]
 
 
-def fairness_run(session: Session, sim: Simulator, client: ApiClient) -> FairnessRun:
+def fairness_run(session: Session, sim: Simulator, web: Web, other: str) -> FairnessRun:
+    """c idle, then c again once the other user's batch is under way, on one worker."""
     options = session.options
+    client = ApiClient(web.url, session.token)
     session.fresh_run(sim)
     worker = session.worker(sim, options.pool, options.concurrency)
     with stopping(session.processes, worker.child):
         sequential_latencies(session, client, LATENCY_WARMUP_JOBS)
         idle = sequential_latencies(session, client, options.latency_jobs)
-        session.submit_batch(options.batch_items, owner=BATCH_OWNER)
+        session.submit_batch(web, options.batch_items, token=other)
         session.wait(
             lambda: session.table.batch_items(finished=True) >= options.concurrency,
             "the batch to be under way",

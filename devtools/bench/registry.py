@@ -10,6 +10,7 @@ from devtools.bench import (
     b_littles_law,
     c_latency,
     d_status,
+    f_batch_accept,
     g_batch_throughput,
     h_fairness,
 )
@@ -20,6 +21,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     b_littles_law.SCENARIO,
     c_latency.SCENARIO,
     d_status.SCENARIO,
+    f_batch_accept.SCENARIO,
     g_batch_throughput.SCENARIO,
     h_fairness.SCENARIO,
 )
