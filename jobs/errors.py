@@ -34,6 +34,10 @@ class JobNotFinished(ServiceError):
     code = "job_not_finished"
 
 
+class BatchAlreadyFinished(ServiceError):
+    code = "batch_finished"
+
+
 class SubmissionRateLimited(ServiceError):
     code = "rate_limited"
 

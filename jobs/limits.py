@@ -22,12 +22,16 @@ from django.utils import timezone
 from jobs.errors import BudgetExceeded, SubmissionRateLimited
 from jobs.models import BudgetLedger, BudgetPeriod, UserLimits
 from jobs.ratelimit import Limit, Limiter
+from jobs.usage import Usage
 
 log = logging.getLogger(__name__)
 
 # Limits change rarely and are read on every claim and submission: a short
 # per-process cache keeps that off the database; edits apply within this time.
 CACHE_SECONDS = 10.0
+# Characters per token when estimating a prompt before sending it: low on
+# purpose, so budget reservations and rate limits err on the safe side.
+CHARS_PER_TOKEN_ESTIMATE = 3
 
 
 @dataclass(frozen=True)
@@ -112,9 +116,7 @@ def budget_reserve(*, user_id: int, amount: Decimal) -> BudgetLedger | None:
         .filter(total__lte=limits.budget_usd)
     )
     if held.update(reserved_usd=F("reserved_usd") + amount) == 0:
-        raise BudgetExceeded(
-            f"the budget of ${limits.budget_usd} per {limits.budget_period} is spent"
-        )
+        raise budget_exceeded(user_id)
     return ledger
 
 
@@ -124,13 +126,33 @@ def budget_settle(*, ledger_id: int, reserved: Decimal, cost: Decimal) -> None:
     )
 
 
-def check_budget_left(user_id: int) -> None:
-    """Refuse new work while the budget of the current period is spent."""
+def input_tokens_estimate(*, system: str, prompt: str) -> int:
+    """The input tokens a call with this system prompt and user message is taken to use."""
+    return (len(system) + len(prompt)) // CHARS_PER_TOKEN_ESTIMATE
+
+
+def reservation_usd(*, model: str, input_tokens: int, max_tokens: int) -> Decimal:
+    """What a call reserves of the budget before it is sent: its worst case."""
+    return Usage(input_tokens=input_tokens, output_tokens=max_tokens).cost_usd(model)
+
+
+def budget_left(user_id: int) -> Decimal | None:
+    """What the user may still spend this period (settled and reserved taken off), None
+    without a budget."""
     limits = limits_for(user_id)
     if limits.budget_usd is None:
-        return
+        return None
     ledger = _ledger(user_id, limits)
-    if ledger.spent_usd + ledger.reserved_usd >= limits.budget_usd:
-        raise BudgetExceeded(
-            f"the budget of ${limits.budget_usd} per {limits.budget_period} is spent"
-        )
+    return limits.budget_usd - ledger.spent_usd - ledger.reserved_usd
+
+
+def budget_exceeded(user_id: int, detail: str = "is spent") -> BudgetExceeded:
+    limits = limits_for(user_id)
+    return BudgetExceeded(f"the budget of ${limits.budget_usd} per {limits.budget_period} {detail}")
+
+
+def check_budget_left(user_id: int) -> None:
+    """Refuse new work while the budget of the current period is spent."""
+    left = budget_left(user_id)
+    if left is not None and left <= 0:
+        raise budget_exceeded(user_id)

@@ -10,7 +10,7 @@ from django.db import models
 from django.db.models import Q
 
 from jobs.fields import OrderedJSONField
-from jobs.usage import TOKEN_COUNTS
+from jobs.usage import TOKEN_COUNTS, TOKEN_FIELDS
 
 
 class Status(models.TextChoices):
@@ -40,6 +40,67 @@ class TokenCounts(models.Model):
 
 for _count in TOKEN_COUNTS:
     TokenCounts.add_to_class(_count, models.PositiveIntegerField(default=0))
+
+
+class BatchStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    CANCELED = "canceled"
+
+
+class Mode(models.TextChoices):
+    STANDARD = "standard"
+    # Message Batches at half price: refused until it exists (a later issue).
+    ECONOMY = "economy"
+
+
+class Batch(models.Model):
+    """Many items of one kind with shared parameters, submitted at once; each item is a Job."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="batches"
+    )
+    kind = models.CharField(max_length=32)
+    model = models.CharField(max_length=64)
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.STANDARD)
+    # The kind's input fields other than `text`, shared by every item (an item may override).
+    params = OrderedJSONField(default=dict)
+    status = models.CharField(
+        max_length=16, choices=BatchStatus.choices, default=BatchStatus.QUEUED
+    )
+    total = models.PositiveIntegerField()
+    # NULL, not "", for "no key": the unique constraint must ignore keyless batches.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    request_fingerprint = models.CharField(max_length=64, blank=True)
+    rerun_of = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="reruns"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="batch_idempotency_key_per_owner",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["owner", "-created_at", "-id"], name="batch_owner_newest"),
+            # The batches the dispatcher looks at every round: few, however many are kept.
+            models.Index(
+                fields=["owner", "created_at"],
+                name="batch_live",
+                condition=Q(status__in=["queued", "running"]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} batch {self.id} ({self.status})"
 
 
 class Job(TokenCounts):
@@ -81,6 +142,12 @@ class Job(TokenCounts):
         related_name="reruns",
         db_index=False,
     )
+    # An item of a batch: its id there (unique in the batch) and its place (1-based) in it.
+    batch = models.ForeignKey(
+        Batch, on_delete=models.CASCADE, null=True, blank=True, related_name="jobs", db_index=False
+    )
+    custom_id = models.CharField(max_length=64, blank=True)
+    position = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -89,6 +156,11 @@ class Job(TokenCounts):
                 condition=Q(idempotency_key__isnull=False),
                 name="job_idempotency_key_per_owner",
             ),
+            models.UniqueConstraint(
+                fields=["batch", "custom_id"],
+                condition=Q(batch__isnull=False),
+                name="job_custom_id_per_batch",
+            ),
         ]
         indexes = [
             models.Index(fields=["owner", "-created_at", "-id"], name="job_owner_newest"),
@@ -96,6 +168,32 @@ class Job(TokenCounts):
             models.Index(fields=["-started_at"], name="job_last_claimed"),
             models.Index(
                 fields=["rerun_of"], name="job_rerun_of", condition=Q(rerun_of__isnull=False)
+            ),
+            # A batch's counts and usage per state, read from this index alone (an
+            # index-only scan): the progress poll never touches the jobs' rows.
+            models.Index(
+                fields=["batch", "status"],
+                name="job_batch_status",
+                include=list(TOKEN_FIELDS),
+                condition=Q(batch__isnull=False),
+            ),
+            # A batch's items in submission order (results).
+            models.Index(
+                fields=["batch", "position"],
+                name="job_batch_position",
+                condition=Q(batch__isnull=False),
+            ),
+            # The dispatcher's two questions per batch, each answered from a small index
+            # however large the batch: its next items to publish, and how many are out.
+            models.Index(
+                fields=["batch", "position"],
+                name="job_batch_unpublished",
+                condition=Q(batch__isnull=False, enqueued_at__isnull=True, status__in=UNFINISHED),
+            ),
+            models.Index(
+                fields=["batch"],
+                name="job_batch_in_flight",
+                condition=Q(batch__isnull=False, enqueued_at__isnull=False, status__in=UNFINISHED),
             ),
         ]
 

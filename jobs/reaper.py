@@ -1,7 +1,9 @@
 """Reconciliation, run by beat: nothing accepted is lost, nothing stays half-done.
 
 Every rule re-publishes a job's message; claims are conditional, so a job
-whose first message is still alive runs once however often it is sent.
+whose first message is still alive runs once however often it is sent. A batch
+item is the dispatcher's until its first publish (jobs/dispatch.py), and the
+reaper's like any job's after it: a message or a worker lost then is recovered here.
 Rows are taken with SKIP LOCKED, so two reapers never publish the same job twice
 in one pass.
 """
@@ -20,7 +22,7 @@ from django.utils import timezone
 from django_celery_results.models import TaskResult
 
 from jobs import limits
-from jobs.models import Job, Outcome, ProviderCall, Status
+from jobs.models import UNFINISHED, Job, Outcome, ProviderCall, Status
 from jobs.submission import job_enqueue
 
 log = logging.getLogger(__name__)
@@ -34,8 +36,13 @@ RETRY_GRACE = timedelta(seconds=30)
 
 def _needs_message(now: datetime) -> Q:
     requeue_after = timedelta(seconds=settings.AIJOBS_REQUEUE_AFTER)
+    # Its publish failed: at submission, or here (then the job may be running on a lapsed
+    # lease, or retrying). An unpublished batch item is the dispatcher's to send, in turn.
     never_published = Q(
-        status=Status.QUEUED, enqueued_at__isnull=True, created_at__lt=now - PUBLISH_GRACE
+        status__in=UNFINISHED,
+        enqueued_at__isnull=True,
+        created_at__lt=now - PUBLISH_GRACE,
+        batch__isnull=True,
     )
     # Published long ago and still queued: the broker may have lost it (a
     # Redis restart without persistence, FLUSHALL).

@@ -24,7 +24,16 @@ from uuid import UUID
 from django.db import connection
 from django.db.models.expressions import Col
 
-from jobs.models import Job, Outcome, ProviderCall, Status, UserLimits
+from jobs.models import (
+    UNFINISHED,
+    Batch,
+    BatchStatus,
+    Job,
+    Outcome,
+    ProviderCall,
+    Status,
+    UserLimits,
+)
 from jobs.usage import TOKEN_FIELDS
 
 # How a call ended, as the worker reports it; the settle writes these and the usage.
@@ -299,6 +308,147 @@ def _call_settle_sql() -> str:
 def _lines(assignments: list[str], *, indent: int) -> str:
     """One assignment a line, so the statement reads as its docstring shows it (in logs too)."""
     return (",\n" + " " * indent).join(assignments)
+
+
+# --- the batch dispatcher's round -------------------------------------------------------------
+
+# The jobs a batch still waits for, written as the partial indexes' conditions are, so the
+# planner answers each question below from its small index (jobs/models.py).
+_UNFINISHED = f"status IN ({', '.join(_literal(status) for status in UNFINISHED)})"
+_LIVE_BATCH = f"status IN ({_literal(BatchStatus.QUEUED)}, {_literal(BatchStatus.RUNNING)})"
+
+
+def batches_lock_live() -> list[UUID]:
+    """The batches not yet finished or canceled that no other dispatcher holds, locked to the
+    end of the transaction::
+
+        SELECT id FROM jobs_batch WHERE status IN ('queued', 'running') FOR UPDATE SKIP LOCKED
+
+    The round counts what is in flight in a later statement, so it sees everything an
+    earlier holder of these locks published and committed.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_batches_lock_live_sql())
+        return [batch_id for (batch_id,) in cursor.fetchall()]
+
+
+@cache
+def _batches_lock_live_sql() -> str:
+    return f"SELECT id FROM {Batch._meta.db_table} WHERE {_LIVE_BATCH} FOR UPDATE SKIP LOCKED"
+
+
+def batch_items_publish(
+    *, batch_ids: list[UUID], window: int, limit: int, now: datetime
+) -> list[UUID]:
+    """Mark published (enqueued_at) the next items of these locked batches, each batch up to
+    `window` items published and unfinished, at most `limit` in all; start the batches that
+    got their first items and finish those with nothing left. The items' ids come back round
+    robin: the first of each batch, owners taking turns, then the second of each, and so on::
+
+        WITH live AS (
+            SELECT id, created_at,
+                row_number() OVER (PARTITION BY owner_id ORDER BY created_at, id) AS turn
+            FROM jobs_batch WHERE id = ANY(%(batch_ids)s)
+        ),
+        picked AS (
+            SELECT item.id, row_number() OVER (PARTITION BY live.id ORDER BY item.position) AS slot,
+                live.turn, live.created_at
+            FROM live CROSS JOIN LATERAL (
+                SELECT id, position FROM jobs_job
+                WHERE batch_id = live.id AND enqueued_at IS NULL
+                    AND status IN ('queued', 'running', 'retrying')
+                ORDER BY position
+                LIMIT greatest(0, %(window)s - (
+                    SELECT count(*) FROM jobs_job
+                    WHERE batch_id = live.id AND enqueued_at IS NOT NULL
+                        AND status IN ('queued', 'running', 'retrying')
+                ))
+                FOR UPDATE SKIP LOCKED
+            ) AS item
+            ORDER BY slot, live.turn, live.created_at
+            LIMIT %(limit)s
+        ),
+        published AS (
+            UPDATE jobs_job AS job SET enqueued_at = %(now)s FROM picked
+            WHERE job.id = picked.id AND job.enqueued_at IS NULL
+                AND job.status IN ('queued', 'running', 'retrying')
+            RETURNING job.id, job.batch_id
+        ),
+        started AS (
+            UPDATE jobs_batch SET status = 'running', started_at = %(now)s
+            WHERE id IN (SELECT batch_id FROM published) AND status = 'queued'
+        ),
+        ended AS (
+            UPDATE jobs_batch AS batch SET status = 'finished', finished_at = %(now)s
+            WHERE batch.id = ANY(%(batch_ids)s)
+                AND NOT EXISTS (SELECT 1 FROM jobs_job WHERE batch_id = batch.id
+                    AND enqueued_at IS NULL AND status IN ('queued', 'running', 'retrying'))
+                AND NOT EXISTS (SELECT 1 FROM jobs_job WHERE batch_id = batch.id
+                    AND enqueued_at IS NOT NULL AND status IN ('queued', 'running', 'retrying'))
+        )
+        SELECT published.id FROM published JOIN picked ON picked.id = published.id
+        ORDER BY picked.slot, picked.turn, picked.created_at
+
+    An item is unpublished while unfinished with no enqueued_at: never sent, or its send
+    failed (job_enqueue clears the mark). A batch that gets items is unfinished in this
+    statement's snapshot, so `started` and `ended` never touch the same row.
+    """
+    params = {"batch_ids": batch_ids, "window": window, "limit": limit, "now": now}
+    with connection.cursor() as cursor:
+        cursor.execute(_batch_items_publish_sql(), params)
+        return [job_id for (job_id,) in cursor.fetchall()]
+
+
+@cache
+def _batch_items_publish_sql() -> str:
+    jobs, batches = Job._meta.db_table, Batch._meta.db_table
+    running, queued = _literal(BatchStatus.RUNNING), _literal(BatchStatus.QUEUED)
+    return f"""
+        WITH live AS (
+            SELECT id, created_at,
+                row_number() OVER (PARTITION BY owner_id ORDER BY created_at, id) AS turn
+            FROM {batches} WHERE id = ANY(%(batch_ids)s)
+        ),
+        picked AS (
+            SELECT item.id, row_number() OVER (PARTITION BY live.id ORDER BY item.position) AS slot,
+                live.turn, live.created_at
+            FROM live CROSS JOIN LATERAL (
+                SELECT id, position FROM {jobs}
+                WHERE batch_id = live.id AND enqueued_at IS NULL
+                    AND {_UNFINISHED}
+                ORDER BY position
+                LIMIT greatest(0, %(window)s - (
+                    SELECT count(*) FROM {jobs}
+                    WHERE batch_id = live.id AND enqueued_at IS NOT NULL
+                        AND {_UNFINISHED}
+                ))
+                FOR UPDATE SKIP LOCKED
+            ) AS item
+            ORDER BY slot, live.turn, live.created_at
+            LIMIT %(limit)s
+        ),
+        published AS (
+            UPDATE {jobs} AS job SET enqueued_at = %(now)s FROM picked
+            WHERE job.id = picked.id AND job.enqueued_at IS NULL
+                AND job.{_UNFINISHED}
+            RETURNING job.id, job.batch_id
+        ),
+        started AS (
+            UPDATE {batches} SET status = {running}, started_at = %(now)s
+            WHERE id IN (SELECT batch_id FROM published) AND status = {queued}
+        ),
+        ended AS (
+            UPDATE {batches} AS batch SET status = {_literal(BatchStatus.FINISHED)},
+                finished_at = %(now)s
+            WHERE batch.id = ANY(%(batch_ids)s)
+                AND NOT EXISTS (SELECT 1 FROM {jobs} WHERE batch_id = batch.id
+                    AND enqueued_at IS NULL AND {_UNFINISHED})
+                AND NOT EXISTS (SELECT 1 FROM {jobs} WHERE batch_id = batch.id
+                    AND enqueued_at IS NOT NULL AND {_UNFINISHED})
+        )
+        SELECT published.id FROM published JOIN picked ON picked.id = published.id
+        ORDER BY picked.slot, picked.turn, picked.created_at
+    """
 
 
 # --- advisory locks and the health check ---------------------------------------------------

@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import binascii
 import time as time_module
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -16,13 +18,15 @@ from django.db.models.functions import TruncDate
 
 from jobs import rows
 from jobs.errors import InvalidInput
-from jobs.models import ApiToken, Job, ProviderCall
-from jobs.usage import TOKEN_FIELDS
+from jobs.models import FINISHED, ApiToken, Batch, Job, ProviderCall, Status
+from jobs.usage import TOKEN_COUNTS, TOKEN_FIELDS
 
 MAX_PAGE = 100
 WAIT_FIRST_INTERVAL = 0.05
 WAIT_MAX_INTERVAL = 0.5
 GROUPINGS = {"day": "day", "kind": "job__kind", "model": "model"}
+# Result rows fetched per round trip while a batch's results stream.
+RESULT_CHUNK = 2000
 
 
 def job_get(*, owner: AbstractBaseUser, job_id: UUID) -> Job | None:
@@ -32,7 +36,7 @@ def job_get(*, owner: AbstractBaseUser, job_id: UUID) -> Job | None:
 
 @dataclass(frozen=True)
 class Page:
-    items: list[Job]
+    items: list[Any]  # jobs or batches
     next_cursor: str | None
 
 
@@ -41,27 +45,35 @@ def job_list(
     owner: AbstractBaseUser,
     status: str | None = None,
     kind: str | None = None,
+    batch: UUID | None = None,
     limit: int = 20,
     cursor: str | None = None,
 ) -> Page:
     """Newest first, keyset-paginated on (created_at, id) so pages stay stable under inserts."""
-    jobs = Job.objects.filter(owner=owner).order_by("-created_at", "-id")
+    jobs = Job.objects.filter(owner=owner)
     if status:
         jobs = jobs.filter(status=status)
     if kind:
         jobs = jobs.filter(kind=kind)
+    if batch:
+        jobs = jobs.filter(batch_id=batch)
+    return _newest_first(jobs, limit=limit, cursor=cursor)
+
+
+def _newest_first(rows: QuerySet[Any], *, limit: int, cursor: str | None) -> Page:
+    rows = rows.order_by("-created_at", "-id")
     if cursor:
         created_at, last_id = _decode_cursor(cursor)
-        jobs = jobs.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=last_id))
-    items = list(jobs[: limit + 1])
+        rows = rows.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=last_id))
+    items = list(rows[: limit + 1])
     if len(items) <= limit:
         return Page(items=items, next_cursor=None)
     last = items[limit - 1]
     return Page(items=items[:limit], next_cursor=_encode_cursor(last))
 
 
-def _encode_cursor(job: Job) -> str:
-    raw = f"{job.created_at.isoformat()}|{job.id}"
+def _encode_cursor(row: Job | Batch) -> str:
+    raw = f"{row.created_at.isoformat()}|{row.id}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
@@ -121,6 +133,84 @@ def job_wait(*, job: Job, seconds: float) -> Job:
         interval = min(interval * 2, WAIT_MAX_INTERVAL)
         job.refresh_from_db()
     return job
+
+
+# --- batches ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    counts: dict[str, int]  # jobs per state, every state present
+    total: int
+    finished: int
+    usage: dict[str, Any]  # the four token counts and cost_usd (Decimal) of its jobs so far
+
+
+def batch_get(*, owner: AbstractBaseUser, batch_id: UUID) -> Batch | None:
+    return Batch.objects.filter(owner=owner, pk=batch_id).first()
+
+
+def batch_list(
+    *,
+    owner: AbstractBaseUser,
+    status: str | None = None,
+    cursor: str | None = None,
+    limit: int = 20,
+) -> Page:
+    """Newest first, paginated as jobs are."""
+    batches = Batch.objects.filter(owner=owner)
+    if status:
+        batches = batches.filter(status=status)
+    return _newest_first(batches, limit=limit, cursor=cursor)
+
+
+def batch_progress(*, batch: Batch) -> BatchProgress:
+    """Counts per state and usage summed in one GROUP BY that PostgreSQL answers from the
+    job_batch_status index alone (it holds the token columns), however large the batch."""
+    counts = dict.fromkeys(Status.values, 0)
+    usage: dict[str, Any] = dict.fromkeys(TOKEN_COUNTS, 0) | {"cost_usd": Decimal(0)}
+    for group in batch_progress_query(batch=batch):
+        counts[group["status"]] = group["jobs"]
+        for name in TOKEN_FIELDS:
+            usage[name] += group[name]
+    finished = sum(counts[status] for status in FINISHED)
+    return BatchProgress(counts=counts, total=batch.total, finished=finished, usage=usage)
+
+
+def batch_progress_query(*, batch: Batch) -> QuerySet[Job]:
+    """Per state: its jobs and the sums of their token counts and cost."""
+    return (
+        Job.objects.filter(batch_id=batch.pk)
+        .values("status")
+        .annotate(jobs=Count("*"), **{name: Sum(name) for name in TOKEN_FIELDS})
+        .order_by()
+    )
+
+
+RESULT_COLUMNS = ("id", "custom_id", "status", "result", "error_code", "error_message")
+
+
+def batch_result_rows(*, batch: Batch) -> Iterator[dict[str, Any]]:
+    """One row per item in submission order, read in chunks so a large batch streams."""
+    jobs = (
+        Job.objects.filter(batch_id=batch.pk)
+        .order_by("position")
+        .values_list(*RESULT_COLUMNS, *TOKEN_FIELDS)
+    )
+    for job_id, custom_id, status, result, code, message, *usage in jobs.iterator(
+        chunk_size=RESULT_CHUNK
+    ):
+        counts = dict(zip(TOKEN_COUNTS, usage[:-1], strict=True))
+        yield {
+            "custom_id": custom_id,
+            "job_id": str(job_id),
+            "status": status,
+            "result": result,
+            "error_code": code,
+            "error_message": message,
+            **counts,
+            "cost_usd": f"{usage[-1]:.6f}",
+        }
 
 
 def api_token_list(*, user: AbstractBaseUser) -> QuerySet[ApiToken]:

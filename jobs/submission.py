@@ -14,12 +14,14 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
-from typing import Any
+from types import ModuleType
+from typing import Any, TypeVar
 from uuid import UUID
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 from pydantic import BaseModel, ValidationError
 
@@ -32,13 +34,16 @@ from jobs.errors import (
     JobAlreadyFinished,
     JobNotFinished,
 )
-from jobs.models import UNFINISHED, Job, Status
+from jobs.models import UNFINISHED, Batch, Job, Mode, Status
 
 log = logging.getLogger(__name__)
 
 # The task that runs a job; workers.tasks registers under this name, and the
 # name (not an import) is what keeps jobs independent of workers.
 RUN_JOB_TASK = "aijobs.run_job"
+
+# What an Idempotency-Key can name: a job, or a batch.
+Keyed = TypeVar("Keyed", Job, Batch)
 
 
 @dataclass(frozen=True)
@@ -49,12 +54,35 @@ class Submission:
 
 def job_input_validate(*, kind: str, input: dict[str, Any], model: str | None) -> BaseModel:
     """The kind's Input for this body, or InvalidInput with field-level details."""
+    module = input_kind(kind)
+    input_model_check(model)
+    return input_parse(module, input)
+
+
+def input_kind(kind: str) -> ModuleType:
+    """The kind module called `kind`, or InvalidInput naming the known kinds."""
     try:
-        module = kinds.get_kind(kind)
+        return kinds.get_kind(kind)
     except KeyError:
         raise _invalid(["kind"], f"must be one of {', '.join(kinds.names())}") from None
+
+
+def input_model_check(model: str | None) -> None:
+    """Refuse a model the price table does not know (None means the kind's own)."""
     if model is not None and model not in settings.AIJOBS_MODEL_PRICES:
         raise _invalid(["model"], f"must be one of {', '.join(settings.AIJOBS_MODEL_PRICES)}")
+
+
+def input_mode_check(mode: str) -> None:
+    """Only standard mode runs today; economy (Message Batches) is refused until it exists."""
+    if mode == Mode.ECONOMY:
+        raise _invalid(["mode"], "economy mode is not available yet; use standard")
+    if mode != Mode.STANDARD:
+        raise _invalid(["mode"], f"must be one of {', '.join(Mode.values)}")
+
+
+def input_parse(module: ModuleType, input: dict[str, Any]) -> BaseModel:
+    """`input` validated by the kind's Input, or InvalidInput with field-level details."""
     if _contains_nul(input):
         # PostgreSQL cannot store NUL in JSON text; refuse it before anything is written.
         raise _invalid(["input"], "NUL characters are not allowed")
@@ -89,11 +117,15 @@ def _field_errors(exc: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
+def canonical_json(value: Any) -> bytes:
+    """One spelling of a JSON value whatever its key order, for fingerprints of request bodies."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
 def request_fingerprint(*, kind: str, input: dict[str, Any], model: str | None) -> str:
-    canonical = json.dumps(
-        {"kind": kind, "input": input, "model": model}, sort_keys=True, separators=(",", ":")
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(
+        canonical_json({"kind": kind, "input": input, "model": model})
+    ).hexdigest()
 
 
 def job_submit(
@@ -102,6 +134,7 @@ def job_submit(
     kind: str,
     input: dict[str, Any],
     model: str | None = None,
+    mode: str = Mode.STANDARD,
     idempotency_key: str | None = None,
 ) -> Submission:
     """Store a queued job and send its message once the row is committed.
@@ -109,12 +142,13 @@ def job_submit(
     Without an idempotency key the job is one INSERT, which needs no transaction
     of its own; the message goes out right after it.
     """
+    input_mode_check(mode)
     parsed = job_input_validate(kind=kind, input=input, model=model)
     fingerprint = request_fingerprint(kind=kind, input=input, model=model)
     if idempotency_key is None:
         return _store(owner=owner, kind=kind, model=model, parsed=parsed, fingerprint=fingerprint)
     with transaction.atomic():
-        earlier = _job_for_key(owner=owner, key=idempotency_key, fingerprint=fingerprint)
+        earlier = earlier_for_key(Job, owner=owner, key=idempotency_key, fingerprint=fingerprint)
         if earlier is not None:
             return Submission(job=earlier, replayed=True)
         return _store(
@@ -175,28 +209,35 @@ def _store(
     return Submission(job=job, replayed=False)
 
 
-def _job_for_key(*, owner: AbstractBaseUser, key: str, fingerprint: str) -> Job | None:
-    """The job an earlier request with this key made, if it is still inside the replay window.
+def earlier_for_key(
+    model: type[Keyed], *, owner: AbstractBaseUser, key: str, fingerprint: str
+) -> Keyed | None:
+    """The job or batch an earlier request with this key made, if it is still inside the
+    replay window; IdempotencyKeyReused when that request had another body.
 
-    A transaction-scoped advisory lock serialises requests with one key: a
-    second request while the first is uncommitted gets 409 instead of waiting.
+    Call it inside the transaction that stores the new row: a transaction-scoped advisory lock
+    serialises requests with one key, and a second request while the first is uncommitted gets
+    409 (IdempotencyKeyInFlight) instead of waiting.
     """
-    if not rows.try_advisory_lock(f"idempotency:{owner.pk}:{key}"):
+    lock = f"idempotency:{model._meta.model_name}:{owner.pk}:{key}"
+    if not rows.try_advisory_lock(lock):
         raise IdempotencyKeyInFlight("a request with this Idempotency-Key is still being processed")
-    earlier = Job.objects.filter(owner=owner, idempotency_key=key).first()
+    earlier = model.objects.filter(owner=owner, idempotency_key=key).first()
     if earlier is None:
         return None
     window = timedelta(hours=settings.AIJOBS_IDEMPOTENCY_WINDOW_HOURS)
     if earlier.created_at < timezone.now() - window:
-        # Past the window the key is free again; the old job keeps its data.
-        Job.objects.filter(pk=earlier.pk).update(idempotency_key=None)
+        # Past the window the key is free again; the old row keeps its data.
+        model.objects.filter(pk=earlier.pk).update(idempotency_key=None)
         return None
     if earlier.request_fingerprint != fingerprint:
         raise IdempotencyKeyReused("this Idempotency-Key was used with a different request body")
     return earlier
 
 
-def job_enqueue(*, job_id: UUID, countdown: float | None = None) -> bool:
+def job_enqueue(
+    *, job_id: UUID, countdown: float | None = None, priority: int | None = None
+) -> bool:
     """Send the job's message; only the id travels, so user text never sits in the broker.
 
     The job row says it was published (enqueued_at) from the start. When the
@@ -204,7 +245,9 @@ def job_enqueue(*, job_id: UUID, countdown: float | None = None) -> bool:
     later: the job was accepted and must not fail, nor the request that made it.
     """
     try:
-        celery_app.send_task(RUN_JOB_TASK, args=[str(job_id)], countdown=countdown)
+        celery_app.send_task(
+            RUN_JOB_TASK, args=[str(job_id)], countdown=countdown, priority=priority
+        )
     except Exception as exc:
         log.warning(
             "job %s: broker refused the message (%s); the reaper will resend it", job_id, exc
@@ -216,13 +259,18 @@ def job_enqueue(*, job_id: UUID, countdown: float | None = None) -> bool:
 
 def job_cancel(*, job: Job) -> Job:
     """Cancel an unfinished job; a worker still calling Claude will find its lease gone."""
-    canceled = Job.objects.filter(pk=job.pk, status__in=UNFINISHED).update(
+    canceled = jobs_cancel(Job.objects.filter(pk=job.pk))
+    job.refresh_from_db()
+    if canceled == 0:
+        raise JobAlreadyFinished(f"job is already {job.status}")
+    return job
+
+
+def jobs_cancel(jobs: QuerySet[Job]) -> int:
+    """Cancel the unfinished ones of `jobs` in one UPDATE; how many were canceled."""
+    return jobs.filter(status__in=UNFINISHED).update(
         status=Status.CANCELED,
         finished_at=timezone.now(),
         lease_expires_at=None,
         next_retry_at=None,
     )
-    job.refresh_from_db()
-    if canceled == 0:
-        raise JobAlreadyFinished(f"job is already {job.status}")
-    return job

@@ -9,10 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import connections
 
 from jobs.attempts import CallReport, call_begin, call_finish
-from jobs.models import Job, Outcome, ProviderCall
+from jobs.models import Batch, Job, Outcome, ProviderCall
 from jobs.usage import Usage
 
 
@@ -61,3 +62,16 @@ def at_once(calls: list[Callable[[], Any]]) -> list[Any]:
 
     with ThreadPoolExecutor(max_workers=len(calls)) as pool:
         return list(pool.map(run, calls))
+
+
+def batch_of(owner: Any, texts: list[str], *, kind: str = "summarize") -> Batch:
+    """A batch stored as batch_submit stores one: its row, then its items as queued jobs in
+    one bulk INSERT, none published (the dispatcher publishes them)."""
+    model = settings.AIJOBS_MODELS[kind]
+    batch = Batch.objects.create(owner=owner, kind=kind, model=model, total=len(texts))
+    Job.objects.bulk_create(
+        Job(owner=owner, kind=kind, model=model, input={"text": text}, batch=batch,
+            custom_id=str(position), position=position)
+        for position, text in enumerate(texts, start=1)
+    )  # fmt: skip
+    return batch

@@ -19,7 +19,9 @@ from ninja.security import HttpBearer, SessionAuth
 from pydantic import AfterValidator, ConfigDict, create_model
 
 from jobs import kinds, selectors, submission
+from jobs.batch_files import BatchFileError
 from jobs.errors import (
+    BatchAlreadyFinished,
     BudgetExceeded,
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
@@ -30,7 +32,7 @@ from jobs.errors import (
     SubmissionRateLimited,
 )
 from jobs.health import system_health
-from jobs.models import Job, ProviderCall
+from jobs.models import Job, Mode, ProviderCall
 from jobs.models import Status as JobStatus
 from jobs.tokens import api_token_authenticate
 from jobs.usage import TOKEN_COUNTS
@@ -38,11 +40,14 @@ from jobs.usage import TOKEN_COUNTS
 MAX_WAIT_SECONDS = 60
 PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+)")
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+# The header that tells a retried request from the first (headers named as _job_response takes).
+REPLAYED = {"Idempotent_Replayed": "true"}
 SERVICE_ERROR_STATUS = {
     InvalidInput: 422,
     IdempotencyKeyReused: 422,
     IdempotencyKeyInFlight: 409,
     JobAlreadyFinished: 409,
+    BatchAlreadyFinished: 409,
     JobNotFinished: 409,
     BudgetExceeded: 402,
     SubmissionRateLimited: 429,
@@ -108,6 +113,10 @@ class JobCreate(Schema):
     kind: str = Field(description="The job kind (summarize, classify, extract, or one of yours)")
     input: dict[str, Any] = Field(description="the kind's input; see the job kinds in the README")
     model: str | None = Field(default=None, description="a Claude model; defaults per kind")
+    mode: Mode = Field(
+        default=Mode.STANDARD,
+        description="standard; economy (Message Batches) is not available yet",
+    )
 
 
 UsageOut = create_model(
@@ -139,6 +148,8 @@ class JobOut(Schema):
     finished_at: datetime | None
     next_retry_at: datetime | None
     rerun_of: UUID | None = Field(description="the job this one runs again, if it is a rerun")
+    batch_id: UUID | None = Field(description="the batch this job is an item of, if any")
+    custom_id: str | None = Field(description="the item's id in its batch")
 
 
 class JobPage(Schema):
@@ -197,6 +208,7 @@ class Health(Schema):
 class JobFilters(Schema):
     status: JobStatus | None = None
     kind: KindName | None = None
+    batch: UUID | None = Field(default=None, description="only the items of this batch")
     limit: int = Field(default=20, ge=1, le=selectors.MAX_PAGE)
     cursor: str | None = None
 
@@ -219,7 +231,7 @@ def _error(code: str, message: str) -> dict[str, str] | None:
     return {"code": code, "message": message} if code else None
 
 
-def _timestamp(moment: datetime | None) -> str | None:
+def timestamp(moment: datetime | None) -> str | None:
     """RFC 3339 in UTC, as pydantic writes it, so every endpoint prints times alike."""
     return moment.isoformat().replace("+00:00", "Z") if moment else None
 
@@ -236,11 +248,13 @@ def present_job(job: Job) -> dict[str, Any]:
         "error": _error(job.error_code, job.error_message),
         "attempts": job.attempts,
         "usage": _usage(job),
-        "created_at": _timestamp(job.created_at),
-        "started_at": _timestamp(job.started_at),
-        "finished_at": _timestamp(job.finished_at),
-        "next_retry_at": _timestamp(job.next_retry_at),
+        "created_at": timestamp(job.created_at),
+        "started_at": timestamp(job.started_at),
+        "finished_at": timestamp(job.finished_at),
+        "next_retry_at": timestamp(job.next_retry_at),
         "rerun_of": str(job.rerun_of_id) if job.rerun_of_id else None,
+        "batch_id": str(job.batch_id) if job.batch_id else None,
+        "custom_id": job.custom_id if job.batch_id else None,
     }
 
 
@@ -261,10 +275,22 @@ def present_call(call: ProviderCall) -> dict[str, Any]:
 
 
 def _job_response(request: HttpRequest, job: Job, status: int, **headers: str) -> HttpResponse:
-    response = api.create_response(request, present_job(job), status=status)
+    return respond(request, present_job(job), status, **headers)
+
+
+def respond(request: HttpRequest, body: Any, status: int, **headers: str) -> HttpResponse:
+    """`body` as JSON with `headers` (Idempotent_Replayed is sent as Idempotent-Replayed)."""
+    response = api.create_response(request, body, status=status)
     for name, value in headers.items():
         response[name.replace("_", "-")] = value
     return response
+
+
+def idempotency_key(request: HttpRequest) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not IDEMPOTENCY_KEY.match(key):
+        raise HttpError(400, "Idempotency-Key must be 1 to 255 printable ASCII characters")
+    return key
 
 
 def _location(job: Job) -> str:
@@ -300,19 +326,17 @@ def create_job(request: HttpRequest, payload: JobCreate) -> HttpResponse:
     """Store the job and queue it; with `Idempotency-Key`, a retry returns the first job."""
     if request.content_type != "application/json":
         raise HttpError(415, "send the body as application/json")
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not IDEMPOTENCY_KEY.match(key):
-        raise HttpError(400, "Idempotency-Key must be 1 to 255 printable ASCII characters")
     submitted = submission.job_submit(
         owner=request.auth,
         kind=payload.kind,
         input=payload.input,
         model=payload.model,
-        idempotency_key=key,
+        mode=payload.mode,
+        idempotency_key=idempotency_key(request),
     )
     job, headers = _maybe_wait(request, submitted.job)
     if submitted.replayed:
-        headers["Idempotent_Replayed"] = "true"
+        headers |= REPLAYED
     return _job_response(request, job, 201, Location=_location(job), **headers)
 
 
@@ -406,9 +430,11 @@ def _body_relative(loc: list[Any]) -> list[Any]:
 
 @api.exception_handler(ValidationError)
 def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
-    # A path that names no job (a malformed id) is a missing job, not a bad request.
-    if any(tuple(error["loc"][:1]) == ("path",) for error in exc.errors):
-        return on_http_error(request, HttpError(404, "no such job"))
+    # A path that names no job or batch (a malformed id) is a missing one, not a bad request.
+    for error in exc.errors:
+        if tuple(error["loc"][:1]) == ("path",):
+            noun = str(error["loc"][-1]).removesuffix("_id")
+            return on_http_error(request, HttpError(404, f"no such {noun}"))
     details = [
         {"loc": _body_relative(error["loc"]), "msg": error["msg"], "type": error["type"]}
         for error in exc.errors
@@ -439,6 +465,14 @@ def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     return _error_response(request, exc.status_code, code, exc.message)
 
 
+@api.exception_handler(BatchFileError)
+def on_batch_file_error(request: HttpRequest, exc: BatchFileError) -> HttpResponse:
+    return _error_response(request, exc.status, exc.code, exc.message)
+
+
 @api.exception_handler(RequestDataTooBig)
 def on_too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
     return _error_response(request, 413, "request_too_large", "the request body is too large")
+
+
+api.add_router("/batches", "webapp.batch_api.router")

@@ -22,6 +22,8 @@ from webapp import kind_forms
 # Pydantic's wording for a missing field reads like a programmer's.
 REQUIRED = "This field is required."
 DEFAULT_MODEL_CHOICE = ("", "The kind's default")
+NO_ID_COLUMN = ("", "None: use line numbers")
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,8 @@ class JobForm(forms.Form):
         # hold (say, half an edited schema) must not stop it.
         kind = self.cleaned_data.get("kind")
         if kind in kinds.KINDS:
-            for name in set(self.errors) - set(self._fields_of(kind)) - {"kind", "idempotency_key"}:
+            others = {name for other in kinds.KINDS for name in self._fields_of(other)}
+            for name in set(self.errors) & (others - set(self._fields_of(kind))):
                 del self.errors[name]
         return self.cleaned_data
 
@@ -115,9 +118,14 @@ class JobForm(forms.Form):
 
     def job_input(self) -> dict[str, Any]:
         """The chosen kind's input; blank optional fields are left out so its defaults apply."""
+        text = self.cleaned_data["text"]
+        return {"text": text, **self.kind_params()} if text else self.kind_params()
+
+    def kind_params(self) -> dict[str, Any]:
+        """The chosen kind's own fields (all but the text), blank ones left out."""
         data = self.cleaned_data
         kind = data["kind"]
-        keys = ["text", *(key for key, _ in kind_forms.input_fields(kinds.get_kind(kind)))]
+        keys = [key for key, _ in kind_forms.input_fields(kinds.get_kind(kind))]
         values = {key: data[field_name(kind, key)] for key in keys}
         return {key: value for key, value in values.items() if value not in (None, "")}
 
@@ -172,11 +180,120 @@ class JobForm(forms.Form):
         self.data["idempotency_key"] = str(uuid.uuid4())
 
 
+class BatchForm(JobForm):
+    """The new-batch form: a file of items, its columns, and the shared parameters of its kind.
+
+    The shared parameters are the job form's fields of the kind but its text, which each item
+    brings; like the job form, it turns strings into JSON types and leaves checking to the
+    kind's Input (inside jobs.batches).
+    """
+
+    file = forms.FileField(
+        label="File",
+        help_text="A CSV file with a header row, or JSONL (one JSON object a line).",
+        widget=forms.ClearableFileInput(attrs={"accept": ".csv,.jsonl,.ndjson,text/csv"}),
+    )
+    # Offered from the file's first line by the page's script; any column name is accepted.
+    text_column = forms.CharField(
+        label="Text column", initial="text", widget=forms.Select(choices=[("text", "text")])
+    )
+    id_column = forms.CharField(
+        required=False,
+        label="ID column",
+        help_text="Optional: each item's custom_id (otherwise its line number).",
+        widget=forms.Select(choices=[NO_ID_COLUMN]),
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.item_problems: list[ItemProblem] = []
+        del self.fields["text"]
+        self.fields["model"].help_text = "The same model for every item."
+        # The page's script offers the file's columns; a re-rendered form (an error after a
+        # submit) offers the ones it was posted with.
+        text_column = self.data.get("text_column") or "text"
+        id_column = self.data.get("id_column")
+        self.fields["text_column"].widget.choices = [(text_column, text_column)]
+        self.fields["id_column"].widget.choices = [
+            NO_ID_COLUMN,
+            *([(id_column, id_column)] if id_column else []),
+        ]
+
+    def file_format(self) -> str:
+        """csv or jsonl, from the file's name."""
+        name = self.cleaned_data["file"].name.lower()
+        return "jsonl" if name.endswith(JSONL_SUFFIXES) else "csv"
+
+    def read_options(self) -> dict[str, Any]:
+        """How jobs.batch_files.read_items reads this form's file."""
+        return {
+            "file_format": self.file_format(),
+            "text_column": self.cleaned_data["text_column"],
+            "id_column": self.cleaned_data["id_column"] or None,
+        }
+
+    def add_service_errors(self, details: list[dict[str, Any]] | None) -> None:
+        """Items' problems are listed by line; a problem with a shared parameter (every item
+        has it, as the items of a CSV take their parameters from the form) goes next to its
+        field, once."""
+        details = details or [{"loc": [], "msg": "The batch is invalid."}]
+        shared: dict[tuple[str, str], dict[str, Any]] = {}
+        per_item = []
+        for detail in details:
+            loc = list(detail.get("loc") or [])
+            if detail.get("item") is None or self._is_shared_param(loc):
+                shared.setdefault((repr(loc), detail.get("msg", "")), detail)
+            else:
+                per_item.append(detail)
+        self.item_problems = item_problems(per_item)
+        if shared:
+            super().add_service_errors(list(shared.values()))
+
+    def _is_shared_param(self, loc: list[Any]) -> bool:
+        if len(loc) < 2 or loc[0] != "input" or loc[1] in kind_forms.SHARED_FIELDS:
+            return False
+        return field_name(self.cleaned_data["kind"], str(loc[1])) in self.fields
+
+    def _fields_of(self, kind: str) -> list[str]:
+        return [name for name in super()._fields_of(kind) if name != "text"]
+
+
+@dataclass(frozen=True)
+class ItemProblem:
+    """One problem of one item as a page lists it."""
+
+    item: int
+    custom_id: str | None
+    field: str
+    message: str
+
+
+def item_problems(details: list[dict[str, Any]]) -> list[ItemProblem]:
+    """InvalidInput details of items ({item, custom_id, loc, msg}) as the page lists them."""
+    return [
+        ItemProblem(
+            item=detail["item"],
+            custom_id=detail.get("custom_id"),
+            field=_item_field(detail.get("loc") or []),
+            message=detail.get("msg", ""),
+        )
+        for detail in details
+    ]
+
+
+def _item_field(loc: list[Any]) -> str:
+    """The input field an item's problem names: `labels 3` for ["input", "labels", 2]."""
+    path = list(loc[1:] if loc[:1] == ["input"] else loc)
+    return " ".join(str(part + 1) if isinstance(part, int) else str(part) for part in path)
+
+
 class JobFilterForm(forms.Form):
     """The jobs list's filters; an unknown value is dropped, so a stale link still shows jobs."""
 
     status = forms.ChoiceField(required=False, choices=[("", "All statuses"), *Status.choices])
     kind = forms.ChoiceField(required=False)
+    # The items of one batch (its page links here); kept by the other filters as they change.
+    batch = forms.UUIDField(required=False, widget=forms.HiddenInput)
     cursor = forms.CharField(required=False, widget=forms.HiddenInput)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -186,10 +303,11 @@ class JobFilterForm(forms.Form):
             *((name, kinds.label(name)) for name in kinds.names()),
         ]
 
-    def filters(self) -> dict[str, str | None]:
+    def filters(self) -> dict[str, Any]:
         """Keyword arguments for selectors.job_list from the valid fields."""
         self.is_valid()
-        return {name: self.cleaned_data.get(name) or None for name in ("status", "kind", "cursor")}
+        names = ("status", "kind", "batch", "cursor")
+        return {name: self.cleaned_data.get(name) or None for name in names}
 
 
 class UsageRangeForm(forms.Form):

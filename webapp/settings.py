@@ -253,6 +253,10 @@ AIJOBS_MAX_ATTEMPTS = env_int("AIJOBS_MAX_ATTEMPTS", 5, minimum=1)
 AIJOBS_RETRY_BASE_DELAY = env_float("AIJOBS_RETRY_BASE_DELAY", 2.0)
 AIJOBS_RETRY_MAX_DELAY = env_float("AIJOBS_RETRY_MAX_DELAY", 60.0)
 AIJOBS_IDEMPOTENCY_WINDOW_HOURS = env_int("AIJOBS_IDEMPOTENCY_WINDOW_HOURS", 24, minimum=1)
+# A batch (POST /batches) holds at most this many items, in a body or file of at most this
+# many bytes; its endpoint streams the upload, so it takes more than AIJOBS_MAX_BODY_BYTES.
+AIJOBS_BATCH_MAX_ITEMS = env_int("AIJOBS_BATCH_MAX_ITEMS", 100_000, minimum=1)
+AIJOBS_BATCH_MAX_BYTES = env_int("AIJOBS_BATCH_MAX_BYTES", 64 * 1024 * 1024, minimum=1024)
 
 # --- Limits and budgets -------------------------------------------------------
 # The provider's limits per model ("*" for any other), as on the organisation's
@@ -281,6 +285,17 @@ AIJOBS_REAPER_INTERVAL = env_float("AIJOBS_REAPER_INTERVAL", 15.0, minimum=0.5)
 AIJOBS_RESULTS_TTL_DAYS = env_int("AIJOBS_RESULTS_TTL_DAYS", 7, minimum=1)
 # /health reports jobs as stalled when some waited this long and none was claimed meanwhile.
 AIJOBS_STALL_SECONDS = env_int("AIJOBS_STALL_SECONDS", 300, minimum=10)
+
+# --- Batches -------------------------------------------------------------------
+# A batch's items are rows first: a dispatcher publishes them, at most this many of one batch
+# published and unfinished at a time, so a huge batch never floods the broker or the workers.
+AIJOBS_BATCH_WINDOW = env_int("AIJOBS_BATCH_WINDOW", 50, minimum=1)
+# Batch items wait on the broker behind every other job, so a job submitted on its own is
+# taken by the next free worker slot, not after the windows of the batches running. kombu's
+# Redis transport pops priority 0 (any other message) strictly before 9.
+AIJOBS_BATCH_PRIORITY: int | None = 9
+# Beat's dispatch round, the safety net behind the kicks at submission and at each item's end.
+AIJOBS_BATCH_DISPATCH_INTERVAL = env_float("AIJOBS_BATCH_DISPATCH_INTERVAL", 1.0, minimum=0.1)
 
 # One attempt is at most two provider calls (the answer and one repair round)
 # plus a few writes; the hard limit kills a task stuck beyond that. The lease
@@ -321,6 +336,13 @@ CELERY_RESULT_EXPIRES = None
 CELERY_BEAT_SCHEDULE = {
     "reap": {"task": "aijobs.reap", "schedule": AIJOBS_REAPER_INTERVAL},
     "cleanup": {"task": "aijobs.cleanup", "schedule": 3600.0},
+    # Every second: a round left waiting longer (no worker free) is stale, and the next one
+    # does the same work, so expired rounds are dropped instead of piling up.
+    "dispatch-batches": {
+        "task": "aijobs.dispatch_batches",
+        "schedule": AIJOBS_BATCH_DISPATCH_INTERVAL,
+        "options": {"expires": 10 * AIJOBS_BATCH_DISPATCH_INTERVAL},
+    },
 }
 # Flower needs both event flags to show workers and task states.
 CELERY_WORKER_SEND_TASK_EVENTS = True
@@ -341,6 +363,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 if CELERY_BROKER_URL.startswith(("amqp://", "amqps://", "pyamqp://")):
     CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
     CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+    # Quorum queues deliver priorities 5-9 before the rest, the reverse of Redis: batch items
+    # go unprioritized, first come first served, a window per batch.
+    AIJOBS_BATCH_PRIORITY = None
 
 # With Redis, a message unacked for longer than the visibility timeout is
 # delivered again: a running task, or a retry waiting out its countdown, would

@@ -6,7 +6,7 @@ from django.urls import URLPattern, path
 from django.views.generic import RedirectView
 
 from webapp.api import api
-from webapp.views import jobs, tokens, usage
+from webapp.views import batches, jobs, tokens, usage
 
 
 def slashed(route: str, name: str) -> URLPattern:
@@ -34,6 +34,21 @@ urlpatterns = [
     path("jobs/<uuid:job_id>/live", jobs.job_detail_live, name="job_detail_live"),
     path("jobs/<uuid:job_id>/cancel", jobs.job_cancel, name="job_cancel"),
     path("jobs/<uuid:job_id>/rerun", jobs.job_rerun, name="job_rerun"),
+    path("batches", batches.batch_list, name="batch_list"),
+    slashed("batches", "batch_list"),
+    path("batches/live", batches.batch_list_live, name="batch_list_live"),
+    path("batches/new", batches.batch_new, name="batch_new"),
+    slashed("batches/new", "batch_new"),
+    path("batches/preview", batches.batch_preview, name="batch_preview"),
+    path("batches/<uuid:batch_id>", batches.batch_detail, name="batch_detail"),
+    path("batches/<uuid:batch_id>/live", batches.batch_detail_live, name="batch_detail_live"),
+    path("batches/<uuid:batch_id>/cancel", batches.batch_cancel, name="batch_cancel"),
+    path("batches/<uuid:batch_id>/rerun", batches.batch_rerun, name="batch_rerun"),
+    path(
+        "batches/<uuid:batch_id>/results.<str:file_format>",
+        batches.batch_results,
+        name="batch_results",
+    ),
     path("usage", usage.usage, name="usage"),
     slashed("usage", "usage"),
     path("tokens", tokens.token_list, name="tokens"),

@@ -19,11 +19,10 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from pydantic import BaseModel
 
-from jobs import attempts, kinds
+from jobs import attempts, dispatch, kinds, limits
 from jobs.attempts import CallReport, ClaimOutcome
 from jobs.errors import BudgetExceeded
 from jobs.models import Job, Outcome, ProviderCall
-from jobs.usage import Usage
 from workers import claude, ratelimit
 from workers.backoff import retry_delay
 
@@ -33,9 +32,6 @@ REPAIR_INSTRUCTION = (
     "Your previous answer did not match the required format. Problems found:\n{errors}\n"
     "Answer again with JSON that satisfies the schema, fixing these problems."
 )
-# Characters per token when estimating a prompt before sending it: low on
-# purpose, so budget reservations and rate limits err on the safe side.
-CHARS_PER_TOKEN_ESTIMATE = 3
 # A job whose owner is at their running limit waits about this long, spread by jitter.
 BUSY_DELAY_SECONDS = 2.0
 OUTPUT_MODEL_CACHE_SIZE = 1024
@@ -79,7 +75,7 @@ def run_job(job_id: UUID | str, *, task_id: str = "") -> RunResult:
         attempts.job_fail(job_id=job.id, attempt=job.attempts, code="worker_lost", message=message)
         return RunResult()
     try:
-        return _attempt(job, task_id)
+        result = _attempt(job, task_id)
     except DatabaseError:
         # The database is away (a restart, a failover): the job keeps its lease,
         # which lapses, and the reaper sends it again once the database is back.
@@ -95,6 +91,10 @@ def run_job(job_id: UUID | str, *, task_id: str = "") -> RunResult:
             message="the worker hit an internal error",
         )
         raise
+    if job.batch_id is not None and result.retry_in is None:
+        # The item is done with (or another attempt's now): its batch's window has room.
+        dispatch.batch_item_finished()
+    return result
 
 
 def _not_claimed(job_id: UUID | str, outcome: ClaimOutcome) -> RunResult:
@@ -117,7 +117,7 @@ def _attempt(job: Job, task_id: str) -> RunResult:
         kind=kind,
         output_model=_output_model(kind, job_input),
         messages=[{"role": "user", "content": prompt}],
-        estimated_input=(len(kind.SYSTEM_PROMPT) + len(prompt)) // CHARS_PER_TOKEN_ESTIMATE,
+        estimated_input=limits.input_tokens_estimate(system=kind.SYSTEM_PROMPT, prompt=prompt),
     )
     try:
         for seq in (0, 1):
@@ -204,11 +204,11 @@ def _call(job: Job, seq: int, request: Request, task_id: str) -> claude.Reply:
 def _begin(job: Job, seq: int, request: Request, task_id: str) -> ProviderCall:
     """The pending call row; AttemptOver when the budget refused it (and the job has failed)."""
     max_tokens = request.kind.MAX_TOKENS
-    worst_case = Usage(input_tokens=request.estimated_input, output_tokens=max_tokens)
+    worst_case = limits.reservation_usd(
+        model=job.model, input_tokens=request.estimated_input, max_tokens=max_tokens
+    )
     try:
-        return attempts.call_begin(
-            job=job, seq=seq, reserve_usd=worst_case.cost_usd(job.model), celery_task_id=task_id
-        )
+        return attempts.call_begin(job=job, seq=seq, reserve_usd=worst_case, celery_task_id=task_id)
     except BudgetExceeded as exc:
         ratelimit.settle(job.model, estimated_input=request.estimated_input, actual_input=0,
                          max_tokens=max_tokens, actual_output=0)  # fmt: skip

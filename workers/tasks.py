@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Task, shared_task
 
-from jobs import reaper
+from jobs import dispatch, reaper
 from jobs.submission import RUN_JOB_TASK
 from workers import runner
 
@@ -31,3 +31,9 @@ def reap() -> dict[str, int]:
 def cleanup() -> dict[str, int]:
     """Free expired idempotency keys and delete old task results (beat, hourly)."""
     return reaper.records_cleanup()
+
+
+@shared_task(name=dispatch.DISPATCH_TASK, ignore_result=True, send_events=False)
+def dispatch_batches() -> int:
+    """Publish batch items up to each batch's window (beat every second, and kicks)."""
+    return dispatch.batches_dispatch()

@@ -14,6 +14,11 @@ writes bench-results/latest.json (and a dated copy); PERFORMANCE.md explains the
     c  submit-to-finished time minus the simulated latency, sequential jobs, p50 and p99
     d  GET /api/v1/jobs/{id} requests/s and p99 against a constant Django view, same server
     e  peak RSS of the worker at concurrency 256 (measured during b)
+    f  items/s POST /batches accepts for 10,000 items as JSON and as a CSV upload (request to
+       201), and the web process's peak RSS meanwhile
+    g  items/s of a 5,000-item batch at zero simulated latency, against a's jobs/s, same run
+    h  c's added latency of single jobs while another user's 5,000-item batch runs, p50 and
+       p99, against c on the idle system, same run
 
 Every figure is the median of --runs runs; every ratio is taken within a run.
 """
@@ -38,6 +43,8 @@ QUICK = {
     "little_seconds": 6.0,
     "latency_jobs": 20,
     "status_seconds": 2.0,
+    "batch_items": 500,
+    "accept_items": 2000,
 }
 
 
@@ -66,6 +73,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     add("--latency-jobs", type=int, help=f"jobs per run of c (default {defaults.latency_jobs})")
     add("--latency-ms", type=int, default=defaults.latency_ms, help="simulated latency in c")
     add("--status-seconds", type=float, help="length of a load run in d (default 8)")
+    add("--batch-items", type=int, help=f"items of the batch in g and h ({defaults.batch_items})")
+    add("--accept-items", type=int, help=f"items of f's submissions ({defaults.accept_items})")
     add("--connections", type=int, default=defaults.connections, help="connections in d")
     add("--profile", action="store_true", help="also profile a and d with py-spy")
     add(
@@ -84,7 +93,11 @@ def _options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Optio
     if not only or set(only) - set(LETTERS):
         parser.error(f"--only takes letters of {','.join(LETTERS)}")
     counts = {**(QUICK if args.quick else {})}
-    for name in ("runs", "jobs", "little_seconds", "latency_jobs", "status_seconds"):
+    names = (
+        "runs", "jobs", "little_seconds", "latency_jobs", "status_seconds", "batch_items",
+        "accept_items",
+    )  # fmt: skip
+    for name in names:
         if getattr(args, name) is not None:
             counts[name] = getattr(args, name)
     return Options(

@@ -7,13 +7,16 @@ which one made it.
 
 from __future__ import annotations
 
+import csv
 import http.client
+import io
 import json
 import shutil
 import subprocess
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,6 +45,43 @@ def job_body(index: int, tag: str) -> dict[str, Any]:
     return {"kind": kind.NAME, "input": {**kind.EXAMPLES[0].input, "text": text}}
 
 
+# The kind of the bench's batches, with its example parameters shared by every item.
+BATCH_KIND = kinds.BUILTIN[0]
+
+
+def batch_texts(count: int, tag: str) -> list[str]:
+    return [TEXT.format(ref=f"{tag}-{n}") for n in range(1, count + 1)]
+
+
+def _batch_params() -> dict[str, Any]:
+    return {k: v for k, v in BATCH_KIND.EXAMPLES[0].input.items() if k != "text"}
+
+
+def batch_json(texts: list[str]) -> bytes:
+    """A POST /batches JSON body: one item per text."""
+    items = [{"input": {"text": text}} for text in texts]
+    return json.dumps({"kind": BATCH_KIND.NAME, "params": _batch_params(), "items": items}).encode()
+
+
+def batch_upload(texts: list[str]) -> tuple[bytes, str]:
+    """The same batch as a multipart upload of a CSV file (a `text` column): body, Content-Type."""
+    table = io.StringIO()
+    writer = csv.writer(table)
+    writer.writerow(["text"])
+    writer.writerows([text] for text in texts)
+    boundary = uuid.uuid4().hex
+    fields = {"kind": BATCH_KIND.NAME, "params": json.dumps(_batch_params())}
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        for name, value in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="items.csv"\r\n'
+        f"Content-Type: text/csv\r\n\r\n{table.getvalue()}\r\n--{boundary}--\r\n"
+    )
+    return "".join(parts).encode(), f"multipart/form-data; boundary={boundary}"
+
+
 class ApiClient:
     """The JSON API over keep-alive HTTP/1.1, one connection per calling thread."""
 
@@ -58,16 +98,26 @@ class ApiClient:
             raise BenchError(f"POST /api/v1/jobs answered {status}: {answer[:300]!r}")
         return str(json.loads(answer)["id"])
 
-    def _request(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
+    def submit_batch(self, body: bytes, content_type: str = "application/json") -> str:
+        """POST /batches, a JSON body or a multipart upload; the new batch's id."""
+        status, answer = self._request("POST", "/api/v1/batches", body, content_type)
+        if status != 201:
+            raise BenchError(f"POST /api/v1/batches answered {status}: {answer[:300]!r}")
+        return str(json.loads(answer)["id"])
+
+    def _request(
+        self, method: str, path: str, body: bytes | None, content_type: str = "application/json"
+    ) -> tuple[int, bytes]:
+        headers = {**self.headers, "Content-Type": content_type}
         conn = self._connection()
         try:
-            conn.request(method, path, body=body, headers=self.headers)
+            conn.request(method, path, body=body, headers=headers)
             response = conn.getresponse()
             return response.status, response.read()
         except (OSError, http.client.HTTPException):
             # The server closed an idle keep-alive connection: one fresh try.
             conn.close()
-            conn.request(method, path, body=body, headers=self.headers)
+            conn.request(method, path, body=body, headers=headers)
             response = conn.getresponse()
             return response.status, response.read()
 

@@ -5,7 +5,16 @@ Adding one: a module like its siblings defining SCENARIO, listed here; nothing e
 
 from __future__ import annotations
 
-from devtools.bench import a_overhead, b_littles_law, c_latency, d_status, p_pacing
+from devtools.bench import (
+    a_overhead,
+    b_littles_law,
+    c_latency,
+    d_status,
+    f_batch_accept,
+    g_batch_throughput,
+    h_fairness,
+    p_pacing,
+)
 from devtools.bench.scenario import Scenario
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -13,6 +22,9 @@ SCENARIOS: tuple[Scenario, ...] = (
     b_littles_law.SCENARIO,
     c_latency.SCENARIO,
     d_status.SCENARIO,
+    f_batch_accept.SCENARIO,
+    g_batch_throughput.SCENARIO,
+    h_fairness.SCENARIO,
     p_pacing.SCENARIO,
 )
 LETTERS = tuple(sorted(letter for scenario in SCENARIOS for letter in scenario.letters))

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from devtools.bench.load import ApiClient, in_parallel, job_body
+from devtools.bench.load import ApiClient, batch_json, batch_texts, in_parallel, job_body
 from devtools.bench.stack import (
     BenchEnv,
     Broker,
@@ -57,6 +57,8 @@ class Options:
     little_seconds: float = 12.0
     latency_jobs: int = 200
     latency_ms: int = 100
+    batch_items: int = 5000
+    accept_items: int = 10_000
     status_seconds: float = 8.0
     connections: int = 32
     profile: bool = False
@@ -86,6 +88,16 @@ class Session:
         tag = f"{os.getpid()}-{self.batches}"
         client = ApiClient(web.url, self.token)
         return in_parallel(count, self.options.clients, lambda i: client.submit(job_body(i, tag)))
+
+    def submit_batch(self, web: Web, count: int, token: str | None = None) -> float:
+        """POST /batches of count items as JSON, as the bench's user or the token's; when the
+        request was sent (epoch seconds, its body built before)."""
+        self.batches += 1
+        body = batch_json(batch_texts(count, f"{os.getpid()}-{self.batches}"))
+        client = ApiClient(web.url, token or self.token)
+        sent = time.time()
+        client.submit_batch(body)
+        return sent
 
     def worker(self, sim: Simulator, pool: str, concurrency: int, **env: str) -> Worker:
         """A platform worker, once it answers a ping (it may have started on the queue)."""
@@ -140,11 +152,16 @@ def open_session(options: Options, processes: Processes) -> Session:
     )
     say(f"database {BENCH_DATABASE} (role {BENCH_ROLE}), broker db {options.redis_db}")
     manage(env.child_env(), "migrate", "--noinput", "-v", "0")
-    output = manage(env.child_env(), "create_api_token", BENCH_USER, "--create-user")
-    token = output.strip().splitlines()[-1]
+    token = api_token(env.child_env(), BENCH_USER)
     table = JobsTable(database_url)
     broker = Broker(env.broker_url, (QUEUE, BARE_QUEUE))
     return Session(options, env, processes, table, broker, token)
+
+
+def api_token(env: dict[str, str], username: str) -> str:
+    """A new API token of the user, created with the user when there is none."""
+    output = manage(env, "create_api_token", username, "--create-user")
+    return output.strip().splitlines()[-1]
 
 
 @dataclass(frozen=True)

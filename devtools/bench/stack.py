@@ -276,11 +276,22 @@ class JobsTable:
 
     def reset(self) -> None:
         """Empty the tables a run writes, so every run starts from the same state."""
-        self.conn.execute("TRUNCATE jobs_providercall, jobs_job, django_celery_results_taskresult")
+        self.conn.execute(
+            "TRUNCATE jobs_providercall, jobs_job, jobs_batch, django_celery_results_taskresult"
+        )
 
     def counts(self) -> dict[str, int]:
         rows = self.conn.execute("SELECT status, count(*) FROM jobs_job GROUP BY status")
         return dict(rows.fetchall())
+
+    def batch_items(self, *, finished: bool) -> int:
+        """Items of batches that are finished, or not yet."""
+        row = self.conn.execute(
+            "SELECT count(*) FROM jobs_job WHERE batch_id IS NOT NULL"
+            f" AND {'' if finished else 'NOT '}(status = ANY(%s))",
+            (list(self.FINISHED),),
+        ).fetchone()
+        return int(row[0]) if row else 0
 
     def window(self) -> tuple[float, float]:
         """Epoch seconds of the first start and the last finish."""

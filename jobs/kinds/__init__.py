@@ -35,7 +35,8 @@ class JobKind(Protocol):
     """The contract of a kind module (modules satisfy it structurally).
 
     Optional: ICON (SVG path markup for a 24x24 stroke icon), TONE (one of TONES), FIELD_HINTS
-    ({Input field alias: FieldHint}).
+    ({Input field alias: FieldHint}), result_columns(params) (a batch's CSV result columns,
+    {name: read it from a result}; by default one per Output field).
     """
 
     NAME: str  # the `kind` of a job

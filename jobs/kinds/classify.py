@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from operator import itemgetter
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -213,3 +215,16 @@ def output_model(input: Input) -> type[Output]:
 def result_from(output: pydantic.BaseModel) -> dict[str, Any]:
     """The stored result: `{"labels": [str, ...], "confidence": float, "rationale": str}`."""
     return output.model_dump(mode="json")
+
+
+def result_columns(params: dict[str, Any]) -> dict[str, Callable[[dict[str, Any]], Any]]:
+    """A batch's CSV results: the chosen labels together, then 1 or 0 under each shared label
+    (`label:<name>`), so a spreadsheet can filter and count them."""
+    columns: dict[str, Callable[[dict[str, Any]], Any]] = {
+        "labels": itemgetter("labels"),
+        "confidence": itemgetter("confidence"),
+        "rationale": itemgetter("rationale"),
+    }
+    for name in params.get("labels") or ():
+        columns[f"label:{name}"] = lambda result, name=name: int(name in result["labels"])
+    return columns

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from operator import itemgetter
 from typing import Annotated, Any
 
 import pydantic
@@ -234,3 +236,14 @@ def output_model(input: Input) -> type[Output]:
 def result_from(output: pydantic.BaseModel) -> dict[str, Any]:
     """The stored result: `{"data": {...}}`, valid against the job's schema."""
     return as_json(output)
+
+
+def result_columns(params: dict[str, Any]) -> dict[str, Callable[[dict[str, Any]], Any]]:
+    """A batch's CSV results: a column per top-level property of the shared schema
+    (`data.<name>`), nested values as JSON; `data` whole when the items bring their own."""
+    properties = (params.get("schema") or {}).get("properties") or {}
+    if not properties:
+        return {"data": itemgetter("data")}
+    return {
+        f"data.{name}": lambda result, name=name: result["data"].get(name) for name in properties
+    }

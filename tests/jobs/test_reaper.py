@@ -13,6 +13,7 @@ from jobs import reaper
 from jobs.attempts import call_begin, job_claim
 from jobs.models import BudgetLedger, Job, Outcome, ProviderCall, Status, UserLimits
 from jobs.submission import job_submit
+from tests.helpers import batch_of
 
 pytestmark = pytest.mark.django_db
 
@@ -83,6 +84,36 @@ def test_an_overdue_retry_is_published(user, published):
     reaper.jobs_reap()
 
     assert published == [str(job.id)]
+
+
+def test_a_running_job_whose_resend_failed_is_published_again(user, published):
+    """The reaper's own publish can fail (the broker is down): it clears the mark, and the
+    next pass must still find the job, whatever its status."""
+    job = submit(user)
+    job_claim(job_id=job.id)
+    age(job, enqueued_at=None, created_at=timezone.now() - timedelta(minutes=1))
+
+    reaper.jobs_reap()
+
+    assert published == [str(job.id)]
+
+
+def test_unpublished_batch_items_are_left_to_the_dispatcher(user, published):
+    batch = batch_of(user, ["One. Item.", "Two. Item."])
+    Job.objects.filter(batch=batch).update(created_at=timezone.now() - timedelta(hours=1))
+
+    assert reaper.jobs_reap()["found"] == 0
+    assert published == []
+
+
+def test_a_batch_item_that_lost_its_message_after_dispatch_is_published(user, published, settings):
+    batch = batch_of(user, ["One. Item.", "Two. Item."])
+    lost = timezone.now() - timedelta(seconds=settings.AIJOBS_REQUEUE_AFTER + 1)
+    Job.objects.filter(batch=batch, position=1).update(enqueued_at=lost)
+
+    reaper.jobs_reap()
+
+    assert published == [str(Job.objects.get(batch=batch, position=1).id)]
 
 
 def test_calls_of_dead_workers_are_settled_as_unknown_at_their_worst_case(user, settings):

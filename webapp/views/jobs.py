@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from uuid import UUID
 
 from django.contrib import messages
@@ -29,6 +30,7 @@ from webapp.api import SERVICE_ERROR_STATUS
 from webapp.forms import JobFilterForm, JobForm
 
 PAGE_SIZE = 20
+T = TypeVar("T")
 # A second POST of one form while the first is still uncommitted (a double click without
 # JavaScript) waits this long for the first to commit, then replays its job.
 IN_FLIGHT_WAIT_SECONDS = 2.0
@@ -62,7 +64,7 @@ def _list_context(request: HttpRequest) -> dict[str, Any]:
         page = selectors.job_list(owner=request.user, limit=PAGE_SIZE, **filters)
     return {
         "filters": form,
-        "filtered": bool(filters["status"] or filters["kind"]),
+        "filtered": bool(filters["status"] or filters["kind"] or filters["batch"]),
         "page": page,
         "first_page": filters["cursor"] is None,
         "live": any(not job.is_finished for job in page.items),
@@ -90,49 +92,56 @@ def job_new(request: HttpRequest) -> HttpResponse:
 
 def _submit(owner: AbstractBaseUser, form: JobForm) -> Job | None:
     """The job this form makes (or made already), or None with the errors added to the form."""
-    try:
-        return _submit_waiting_in_flight(
+
+    def submit(key: str) -> Job:
+        return submission.job_submit(
             owner=owner,
             kind=form.cleaned_data["kind"],
             input=form.job_input(),
             model=form.job_model(),
-            key=str(form.cleaned_data["idempotency_key"]),
-        )
+            idempotency_key=key,
+        ).job
+
+    return submit_form(form, submit, noun="job")
+
+
+def submit_form(form: JobForm, submit: Callable[[str], T], *, noun: str) -> T | None:
+    """submit(the form's idempotency key), or None with the service's errors added to the form.
+
+    A concurrent request with the same key (a double click without JavaScript) is waited out,
+    then its answer replayed. `noun` names what the form creates ("job", "batch").
+    """
+    try:
+        return _waiting_in_flight(submit, str(form.cleaned_data["idempotency_key"]))
     except InvalidInput as exc:
         form.add_service_errors(exc.details)
     except IdempotencyKeyReused:
-        # The form was submitted before (the user came back and edited it): a new job needs a
-        # new key, which the re-rendered form now carries.
+        # The form was submitted before (the user came back and edited it): a new submission
+        # needs a new key, which the re-rendered form now carries.
         form.renew_idempotency_key()
         form.add_error(
             None,
-            "This form was already used to create a job. Check the values and submit again "
-            "to create another one.",
+            f"This form was already used to create a {noun}. Check the values and submit "
+            f"again to create another one.",
         )
     except IdempotencyKeyInFlight:
-        form.add_error(None, "This form is still being submitted; see the jobs list.")
+        form.add_error(None, f"This form is still being submitted; see the {noun}s list.")
     except (SubmissionRateLimited, BudgetExceeded) as exc:
         # Nothing was stored, so the same form (and key) can be sent again later.
         form.add_error(None, f"{capfirst(exc.message)}.")
     return None
 
 
-def _submit_waiting_in_flight(
-    *, owner: AbstractBaseUser, kind: str, input: dict[str, Any], model: str | None, key: str
-) -> Job:
-    """job_submit; a concurrent request with the same key is waited out, then its job replayed."""
+def _waiting_in_flight(submit: Callable[[str], T], key: str) -> T:
+    """submit(key), waiting out a concurrent request with the same key for its answer."""
     deadline = time.monotonic() + IN_FLIGHT_WAIT_SECONDS
     while True:
         try:
-            submitted = submission.job_submit(
-                owner=owner, kind=kind, input=input, model=model, idempotency_key=key
-            )
+            return submit(key)
         except IdempotencyKeyInFlight:
             if time.monotonic() > deadline:
                 raise
             time.sleep(IN_FLIGHT_POLL_SECONDS)
-        else:
-            return submitted.job
 
 
 # --- one job -------------------------------------------------------------------------------------

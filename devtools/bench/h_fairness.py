@@ -1,0 +1,139 @@
+"""h: scenario c's added latency of single jobs, submitted one at a time while another user's
+5,000-item batch runs, p50 and p99, against the same on the idle system in the same run.
+
+The batch fills every worker slot; a single job must still be taken by the next free one
+(batch items wait on the broker at a lower priority, jobs/dispatch.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from devtools.bench.c_latency import LATENCY_WARMUP_JOBS, SEGMENTS, sequential_latencies
+from devtools.bench.load import ApiClient
+from devtools.bench.scenario import Row, Scenario, median, percentile, verdict
+from devtools.bench.session import JOB_POLL, Options, Session, api_token, say
+from devtools.bench.stack import Simulator, Web, start_simulator, start_web, stopping
+
+TARGET = 2.0  # p99 under the batch, in times the idle p99
+BATCH_OWNER = "bench-batch"
+
+
+@dataclass(frozen=True)
+class FairnessRun:
+    idle_ms: list[float]
+    busy_ms: list[float]
+    batch_items: int
+    # Batch items not finished when the last single job was: 0 means the batch ended early,
+    # and some single jobs ran on an idle system.
+    batch_items_left: int
+
+    def p(self, q: float) -> tuple[float, float]:
+        """The q-th percentile of the added latency: under the batch, and idle."""
+        return percentile(self.busy_ms, q), percentile(self.idle_ms, q)
+
+    @property
+    def ratio(self) -> float:
+        busy, idle = self.p(99)
+        return busy / idle
+
+
+def run(session: Session, profiles: dict[str, str]) -> list[FairnessRun]:
+    sim = start_simulator(session.processes, session.child_env(), session.options.latency_ms)
+    with stopping(session.processes, sim.child):
+        web = start_web(session.processes, session.child_env(sim))
+        with stopping(session.processes, web.child):
+            other = api_token(session.child_env(), BATCH_OWNER)
+            return [fairness_run(session, sim, web, other) for _ in range(session.options.runs)]
+
+
+def fairness_run(session: Session, sim: Simulator, web: Web, other: str) -> FairnessRun:
+    """c idle, then c again once the other user's batch is under way, on one worker."""
+    options = session.options
+    client = ApiClient(web.url, session.token)
+    session.fresh_run(sim)
+    worker = session.worker(sim, options.pool, options.concurrency)
+    with stopping(session.processes, worker.child):
+        sequential_latencies(session, client, LATENCY_WARMUP_JOBS)
+        idle = sequential_latencies(session, client, options.latency_jobs)
+        session.submit_batch(web, options.batch_items, token=other)
+        session.wait(
+            lambda: session.table.batch_items(finished=True) >= options.concurrency,
+            "the batch to be under way",
+            JOB_POLL,
+        )
+        busy = sequential_latencies(session, client, options.latency_jobs)
+        left = session.table.batch_items(finished=False)
+    run = FairnessRun(
+        [job.added_ms for job in idle], [job.added_ms for job in busy], options.batch_items, left
+    )
+    (busy50, idle50), (busy99, idle99) = run.p(50), run.p(99)
+    segments = ", ".join(
+        f"{name} {median([job.segments_ms[i] for job in busy]):.1f}"
+        for i, name in enumerate(SEGMENTS)
+    )
+    say(
+        f"h: added p50 {busy50:.1f} ms under the batch ({idle50:.1f} idle), p99 {busy99:.1f} ms "
+        f"({idle99:.1f} idle), {run.ratio:.2f}x; batch items left at the end: {left}; "
+        f"medians under the batch (ms): {segments}"
+    )
+    return run
+
+
+def rows(options: Options, runs: list[FairnessRun]) -> list[Row]:
+    if not runs:
+        return []
+    what = f"{options.latency_jobs} sequential jobs @ {options.latency_ms} ms"
+    early = sum(r.batch_items_left == 0 for r in runs)
+    note = f" ({early} of {len(runs)} runs outlasted the batch)" if early else ""
+    found = []
+    for name, q in (("p50", 50), ("p99", 99)):
+        busy = median([r.p(q)[0] for r in runs])
+        idle = median([r.p(q)[1] for r in runs])
+        ratio = median([r.p(q)[0] / r.p(q)[1] for r in runs])
+        target = q == 99
+        found.append(
+            Row(
+                f"h. added latency {name} under a {options.batch_items}-item batch, {what}{note}",
+                f"{busy:.1f} ms",
+                f"idle: {idle:.1f} ms",
+                f"{ratio:.2f}x",
+                f"<= {TARGET:g}x" if target else "",
+                verdict(ratio <= TARGET) if target else "",
+                "",
+                ", ".join(f"{r.p(q)[0]:.1f}/{r.p(q)[1]:.1f}" for r in runs),
+            )
+        )
+    return found
+
+
+def fairness_json(run: FairnessRun) -> dict[str, Any]:
+    """Percentiles rather than every sample, as c's runs."""
+    (busy50, idle50), (busy99, idle99) = run.p(50), run.p(99)
+    return {
+        "jobs": len(run.busy_ms),
+        "batch_items": run.batch_items,
+        "batch_items_left": run.batch_items_left,
+        "added_p50_ms_under_batch": round(busy50, 2),
+        "added_p99_ms_under_batch": round(busy99, 2),
+        "added_p50_ms_idle": round(idle50, 2),
+        "added_p99_ms_idle": round(idle99, 2),
+        "ratio_p99": round(run.ratio, 3),
+    }
+
+
+def headline(options: Options, runs: list[FairnessRun]) -> dict[str, Any]:
+    return {
+        "interactive_added_p99_ms_under_batch": (
+            round(median([r.p(99)[0] for r in runs]), 2) if runs else None
+        ),
+        "interactive_added_p99_ms_idle": round(median([r.p(99)[1] for r in runs]), 2)
+        if runs
+        else None,
+    }
+
+
+SCENARIO = Scenario(
+    key="h", letters=("h",), run=run, rows=rows, headline=headline, run_json=fairness_json
+)

@@ -1,0 +1,102 @@
+"""The batch dispatcher: a batch's items are rows first, handed to the broker a window at a time.
+
+A round publishes, for every batch not finished or canceled, its next items in submission
+order until AIJOBS_BATCH_WINDOW of them are published and unfinished. The batches take turns
+(owners first, then each owner's batches, oldest first), so a huge batch neither floods the
+broker nor starves anyone else's batch. A job outside any batch is published at once on
+commit, and with Redis ahead of every batch item (AIJOBS_BATCH_PRIORITY): it waits for the
+next free worker slot, not behind the batches' windows.
+
+Rounds run when a batch is submitted (batches_kick), when one of its items finishes
+(batch_item_finished, in the worker) and every AIJOBS_BATCH_DISPATCH_INTERVAL from beat.
+Two rounds at once never publish past a window: each locks the batch rows it works on
+(SKIP LOCKED, so neither waits), and an item published is marked in the same transaction
+and sent only once it commits, as a single job is.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from uuid import UUID
+
+from django.conf import settings
+from django.db import DatabaseError, transaction
+from django.utils import timezone
+
+from celery_app import app as celery_app
+from jobs import rows
+from jobs.models import Job
+from jobs.submission import job_enqueue
+
+log = logging.getLogger(__name__)
+
+# The task that runs a round; workers.tasks registers under this name.
+DISPATCH_TASK = "aijobs.dispatch_batches"
+# Items one round publishes at most, so its transaction and its sends stay short; a round
+# that reaches it is followed by another at once.
+ROUND_LIMIT = 500
+
+
+def batches_dispatch() -> int:
+    """Run rounds until the batches' windows are full; the number of items published."""
+    published = 0
+    while True:
+        sent = _round()
+        published += sent
+        if sent < ROUND_LIMIT:
+            return published
+
+
+def _round() -> int:
+    with transaction.atomic():
+        batch_ids = rows.batches_lock_live()
+        if not batch_ids:
+            return 0
+        job_ids = rows.batch_items_publish(
+            batch_ids=batch_ids,
+            window=settings.AIJOBS_BATCH_WINDOW,
+            limit=ROUND_LIMIT,
+            now=timezone.now(),
+        )
+        if job_ids:
+            transaction.on_commit(partial(_publish, job_ids))
+    return len(job_ids)
+
+
+def _publish(job_ids: list[UUID]) -> None:
+    """Send the items' messages in turn; once the broker refuses one, the rest are marked
+    unpublished without trying (each try waits out the publish retries), for the next round."""
+    priority = settings.AIJOBS_BATCH_PRIORITY
+    for index, job_id in enumerate(job_ids):
+        if not job_enqueue(job_id=job_id, priority=priority):
+            Job.objects.filter(pk__in=job_ids[index + 1 :]).update(enqueued_at=None)
+            return
+
+
+def batches_kick() -> None:
+    """Have a worker run a round once the current transaction commits (at once outside one).
+
+    Call it when a batch is submitted. A kick the broker refuses is only logged: beat's
+    next round does the same work.
+    """
+    transaction.on_commit(_send_kick)
+
+
+def _send_kick() -> None:
+    try:
+        celery_app.send_task(DISPATCH_TASK)
+    except Exception as exc:
+        log.warning("batch dispatch kick refused by the broker (%s); beat's round will run", exc)
+
+
+def batch_item_finished() -> None:
+    """An item of a batch has finished: its window has room, so run a round here and now.
+
+    Called by the worker after the item's attempt, outside any transaction. A round the
+    database refuses (a restart) is left to beat's next one: the item itself is recorded.
+    """
+    try:
+        batches_dispatch()
+    except DatabaseError as exc:
+        log.warning("batch dispatch after an item failed (%s); beat's round will run", exc)
