@@ -15,6 +15,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 RPM = 600  # ten a second: a test of seconds, not minutes
 JOBS = 150
 BURST = RPM // 60  # one second's worth may go at once
+# Calls are stamped by the database's clock in each worker's transaction: a call or so of slack.
+CLOCK_SLACK_CALLS = 1
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +39,23 @@ def test_a_burst_over_the_limit_never_goes_faster_than_the_limit(stack, record_p
     assert check_invariants(stack, ids, before["total"]) == {"succeeded": JOBS}
     after = stack.simulator.stats()
     assert after["by_outcome"]["rate_limited"] == before["by_outcome"]["rate_limited"]
-    sent = [row[0] for row in stack.query(
+    sent = [float(row[0]) for row in stack.query(
         "SELECT extract(epoch FROM created_at) FROM jobs_providercall "
         "WHERE job_id = ANY(%s::uuid[]) ORDER BY created_at",
         (ids,),
     )]  # fmt: skip
     steady = sent[BURST:]
-    rate = (len(steady) - 1) / float(steady[-1] - steady[0])
-    record_property("requests_per_second", round(rate, 2))
-    # The guarantee: never faster than the limit (3% for the clocks). How close to
-    # it the fleet gets is a timing floor, checked by `make bench` (scenario p).
-    assert rate <= RPM / 60 * 1.03, f"{rate:.2f} requests/s against a limit of {RPM / 60:.2f}"
+    record_property("requests_per_second", round((len(steady) - 1) / (steady[-1] - steady[0]), 2))
+    # The guarantee, as the limiter (GCRA) gives it: in any stretch of time, at most the
+    # limit's rate times its length plus one burst. A slowed machine may bunch calls that
+    # waited (a burst after a stall is allowed), but never more than that. How close to the
+    # limit the fleet gets is a timing floor, checked by `make bench` (scenario p).
+    rate = RPM / 60
+    worst = max(
+        (j - i + 1) - rate * (sent[j] - sent[i])
+        for i in range(len(sent))
+        for j in range(i, len(sent))
+    )
+    assert worst <= BURST + CLOCK_SLACK_CALLS, (
+        f"{worst:.1f} calls beyond {rate:.0f}/s in some stretch (a burst is {BURST})"
+    )

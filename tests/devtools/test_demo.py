@@ -17,6 +17,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -214,43 +215,71 @@ def test_a_restart_keeps_the_session_and_token_and_ctrl_c_twice_stops_it_all(
         stop_and_check_nothing_is_left(demo)
 
 
-def readme_api_walkthrough() -> str:
-    """The ```sh blocks of README.md's "The JSON API" section, before its first subsection."""
+def readme_shell_blocks(heading: str) -> str:
+    """The ```sh blocks of README.md's section `heading`, before its next heading."""
     blocks, block, section, fence = [], [], False, None
     for line in (ROOT / "README.md").read_text().splitlines():
         if fence is None and line.startswith("#"):
-            section = line == "## The JSON API"
+            section = line == heading
         elif line.startswith("```"):
             if fence == "sh" and section:
                 blocks.append("\n".join(block))
             fence, block = (line[3:].strip() if fence is None else None), []
         elif fence is not None:
             block.append(line)
-    assert blocks, "README.md has no ```sh blocks under '## The JSON API'"
+    assert blocks, f"README.md has no ```sh blocks under {heading!r}"
     return "\n".join(blocks)
 
 
-def test_the_readme_api_walkthrough_works_next_to_a_running_demo(demo_database_url, tmp_path):
-    script = readme_api_walkthrough()
+def json_values(text: str) -> list[Any]:
+    """Every JSON value curl printed, one after another (its answers end without a newline)."""
+    decoder, values, at = json.JSONDecoder(), [], 0
+    while True:
+        at += len(text[at:]) - len(text[at:].lstrip())
+        if at == len(text):
+            return values
+        value, at = decoder.raw_decode(text, at)
+        values.append(value)
+
+
+def run_readme(script: str, demo: Demo, data_dir: Path, cwd: Path) -> subprocess.CompletedProcess:
+    """The README's commands as a user pastes them, pointed at this demo's port and files."""
     # Written for the default port and data directory; this demo has its own.
-    assert README_PORT in script
-    assert f"{README_DATA_DIR}/{TOKEN_FILE}" in script
+    script = script.replace(README_PORT, f"127.0.0.1:{demo.web_port}")
+    script = script.replace(README_DATA_DIR, str(data_dir)).replace("docs/", f"{ROOT}/docs/")
+    return subprocess.run(
+        ["bash", "-c", f"set -euo pipefail\n{script}"],
+        cwd=cwd,
+        env={**os.environ, "DEMO_DIR": str(data_dir)},
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+
+
+def test_the_readme_api_walkthrough_works_next_to_a_running_demo(demo_database_url, tmp_path):
+    api = readme_shell_blocks("## The JSON API")
+    batches = readme_shell_blocks("### Batches")
+    assert README_PORT in api
+    assert f"{README_DATA_DIR}/{TOKEN_FILE}" in api
     data_dir = tmp_path / "demo"
     demo = Demo(demo_database_url, data_dir, (free_port(), free_port()))
     try:
-        script = script.replace(README_PORT, f"127.0.0.1:{demo.web_port}")
-        script = script.replace(README_DATA_DIR, str(data_dir))
-        result = subprocess.run(
-            ["bash", "-c", f"set -euo pipefail\n{script}"],
-            cwd=ROOT,
-            env={**os.environ, "DEMO_DIR": str(data_dir)},
-            capture_output=True,
-            text=True,
-            timeout=90,
-        )
+        walkthrough = run_readme(api, demo, data_dir, ROOT)
+        # The batch commands continue the same shell session, with its TOKEN.
+        batch_walk = run_readme(f"{api}\n{batches}", demo, data_dir, tmp_path)
     finally:
         stop_and_check_nothing_is_left(demo)
-    assert result.returncode == 0, result.stderr
-    job = json.loads(result.stdout)
+    assert walkthrough.returncode == 0, walkthrough.stderr
+    job = json.loads(walkthrough.stdout)
     assert job["status"] == "succeeded", job
     assert job["kind"] == "classify"
+    assert batch_walk.returncode == 0, batch_walk.stderr
+    *_, uploaded, batch = json_values(batch_walk.stdout)
+    assert (batch["kind"], batch["total"]) == ("classify", 2), batch
+    assert uploaded["kind"] == "classify", uploaded
+    assert uploaded["total"] > 2, uploaded
+    results = (tmp_path / "results.csv").read_text().splitlines()
+    assert len(results) == 3, results
+    assert results[0].startswith("custom_id,job_id,status")
+    assert [row.split(",")[0] for row in results[1:]] == ["t-1", "t-2"]
