@@ -242,14 +242,16 @@ def json_values(text: str) -> list[Any]:
         values.append(value)
 
 
-def run_readme(script: str, demo: Demo, data_dir: Path, cwd: Path) -> subprocess.CompletedProcess:
-    """The README's commands as a user pastes them, pointed at this demo's port and files."""
+def run_readme(script: str, demo: Demo, data_dir: Path, out: Path) -> subprocess.CompletedProcess:
+    """The README's commands as a user pastes them in the checkout, pointed at this demo's port
+    and files; what they write (results.csv) goes to `out`."""
     # Written for the default port and data directory; this demo has its own.
     script = script.replace(README_PORT, f"127.0.0.1:{demo.web_port}")
-    script = script.replace(README_DATA_DIR, str(data_dir)).replace("docs/", f"{ROOT}/docs/")
+    script = script.replace(README_DATA_DIR, str(data_dir))
+    script = script.replace("-o results.csv", f"-o {out / 'results.csv'}")
     return subprocess.run(
         ["bash", "-c", f"set -euo pipefail\n{script}"],
-        cwd=cwd,
+        cwd=ROOT,
         env={**os.environ, "DEMO_DIR": str(data_dir)},
         capture_output=True,
         text=True,
@@ -265,7 +267,7 @@ def test_the_readme_api_walkthrough_works_next_to_a_running_demo(demo_database_u
     data_dir = tmp_path / "demo"
     demo = Demo(demo_database_url, data_dir, (free_port(), free_port()))
     try:
-        walkthrough = run_readme(api, demo, data_dir, ROOT)
+        walkthrough = run_readme(api, demo, data_dir, tmp_path)
         # The batch commands continue the same shell session, with its TOKEN.
         batch_walk = run_readme(f"{api}\n{batches}", demo, data_dir, tmp_path)
     finally:
