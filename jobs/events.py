@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 MAX_EVENTS = 1000
 EXPIRE_SECONDS = 3600
 OUTPUT_EVENTS_PER_SECOND = 10
+# Event streams and long polls one web process may hold, each with a Redis connection.
+MAX_LISTENERS = 10_000
 
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = (
     weakref.WeakKeyDictionary()
@@ -135,7 +137,14 @@ def _async_redis() -> redis.asyncio.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
+        # A blocking XREAD holds its connection, idle, for up to block_ms: no read timeout
+        # (redis-py's default of 5 s would break every wait longer than that), and room for
+        # every listener of a web process (its default pool stops at 100 connections).
         client = _async_clients[loop] = redis.asyncio.Redis.from_url(
-            settings.REDIS_URL, decode_responses=True, socket_connect_timeout=5
+            settings.REDIS_URL,
+            decode_responses=True,
+            socket_connect_timeout=5,
+            socket_timeout=None,
+            max_connections=MAX_LISTENERS,
         )
     return client

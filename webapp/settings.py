@@ -50,8 +50,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
-    # Serves static files from gunicorn, with compression and caching headers.
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Serves static files from the web server, with compression and caching headers.
+    "webapp.static_files.AsyncWhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -284,6 +284,10 @@ AIJOBS_REAPER_INTERVAL = env_float("AIJOBS_REAPER_INTERVAL", 15.0, minimum=0.5)
 AIJOBS_RESULTS_TTL_DAYS = env_int("AIJOBS_RESULTS_TTL_DAYS", 7, minimum=1)
 # /health reports jobs as stalled when some waited this long and none was claimed meanwhile.
 AIJOBS_STALL_SECONDS = env_int("AIJOBS_STALL_SECONDS", 300, minimum=10)
+
+# --- Event streams ----------------------------------------------------------------
+# A comment line this often keeps proxies and load balancers from closing an idle stream.
+AIJOBS_SSE_KEEPALIVE_SECONDS = env_float("AIJOBS_SSE_KEEPALIVE_SECONDS", 15.0, minimum=0.1)
 
 # One attempt is at most two provider calls (the answer and one repair round)
 # plus a few writes; the hard limit kills a task stuck beyond that. The lease
