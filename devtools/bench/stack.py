@@ -31,6 +31,7 @@ from psycopg import sql
 
 from devtools.claude_sim import url_from_banner
 from devtools.servers import free_port
+from devtools.web import web_command
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = ROOT / "bench-results"
@@ -421,13 +422,29 @@ class Web:
     url: str
 
 
-def start_web(processes: Processes, env: dict[str, str], name: str = "web") -> Web:
-    """gunicorn as docker-compose.yml runs it, with the bench URLconf (its baseline view)."""
+# The WSGI server the web app ran on before the ASGI one, beside it in scenario d.
+WSGI_COMMAND = (
+    "webapp.wsgi", "--worker-class=gthread", "--threads=16", "--no-control-socket",
+)  # fmt: skip
+
+
+def start_web(
+    processes: Processes,
+    env: dict[str, str],
+    name: str = "web",
+    *,
+    workers: int = 2,
+    wsgi: bool = False,
+) -> Web:
+    """The web server as docker-compose.yml runs it (or the old WSGI one), with the bench
+    URLconf (its baseline view)."""
     port = free_port()
-    command = [
-        sys.executable, "-m", "gunicorn", "webapp.wsgi", f"--bind=127.0.0.1:{port}",
-        "--workers=2", "--worker-class=gthread", "--threads=16", "--no-control-socket",
-    ]  # fmt: skip
+    command = web_command(f"127.0.0.1:{port}", workers=workers)
+    if wsgi:
+        command = [
+            sys.executable, "-m", "gunicorn", *WSGI_COMMAND, f"--bind=127.0.0.1:{port}",
+            f"--workers={workers}",
+        ]  # fmt: skip
     env = {**env, "DJANGO_SETTINGS_MODULE": "devtools.bench.settings"}
     web = Web(processes.start(name, command, env), f"http://127.0.0.1:{port}")
     wait_until(
