@@ -58,16 +58,24 @@ class ApiClient:
             raise BenchError(f"POST /api/v1/jobs answered {status}: {answer[:300]!r}")
         return str(json.loads(answer)["id"])
 
-    def _request(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
+    def wait(self, job_id: str, seconds: int) -> int:
+        """GET /jobs/{id} with `Prefer: wait=seconds`; the answer's status code."""
+        path = f"/api/v1/jobs/{job_id}"
+        return self._request("GET", path, None, {"Prefer": f"wait={seconds}"})[0]
+
+    def _request(
+        self, method: str, path: str, body: bytes | None, extra: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        headers = {**self.headers, **(extra or {})}
         conn = self._connection()
         try:
-            conn.request(method, path, body=body, headers=self.headers)
+            conn.request(method, path, body=body, headers=headers)
             response = conn.getresponse()
             return response.status, response.read()
         except (OSError, http.client.HTTPException):
             # The server closed an idle keep-alive connection: one fresh try.
             conn.close()
-            conn.request(method, path, body=body, headers=self.headers)
+            conn.request(method, path, body=body, headers=headers)
             response = conn.getresponse()
             return response.status, response.read()
 

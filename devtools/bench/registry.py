@@ -5,7 +5,15 @@ Adding one: a module like its siblings defining SCENARIO, listed here; nothing e
 
 from __future__ import annotations
 
-from devtools.bench import a_overhead, b_littles_law, c_latency, d_status, p_pacing
+from devtools.bench import (
+    a_overhead,
+    b_littles_law,
+    c_latency,
+    d_status,
+    i_streams,
+    j_longpoll,
+    p_pacing,
+)
 from devtools.bench.scenario import Scenario
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -13,6 +21,8 @@ SCENARIOS: tuple[Scenario, ...] = (
     b_littles_law.SCENARIO,
     c_latency.SCENARIO,
     d_status.SCENARIO,
+    i_streams.SCENARIO,
+    j_longpoll.SCENARIO,
     p_pacing.SCENARIO,
 )
 LETTERS = tuple(sorted(letter for scenario in SCENARIOS for letter in scenario.letters))

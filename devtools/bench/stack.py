@@ -567,3 +567,13 @@ def stopping(processes: Processes, child: Child) -> Iterator[Child]:
         yield child
     finally:
         processes.stop(child)
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and its live children (gunicorn's workers), in MB."""
+    total_kb = 0
+    for member in (pid, *children_of(pid)):
+        with contextlib.suppress(OSError, StopIteration):
+            status = Path(f"/proc/{member}/status").read_text().splitlines()
+            total_kb += int(next(line for line in status if line.startswith("VmRSS:")).split()[1])
+    return total_kb / 1000
