@@ -50,6 +50,7 @@ def longpoll_run(session: Session, web: Web) -> LongPollRun:
             lambda: blocked_readers(readers) >= before + WAITERS,
             "the waiters to wait",
             timeout=WAIT_SECONDS / 2,
+            check=web.child.check_alive,
         )
         waiting = submission_p99(client)
         if any(w.done() for w in waits):
