@@ -32,6 +32,7 @@ from jobs.errors import (
     JobAlreadyFinished,
     JobNotFinished,
 )
+from jobs.events import job_status_publish
 from jobs.models import UNFINISHED, Job, Status
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,8 @@ def _store(
         enqueued_at=timezone.now(),
         rerun_of=rerun_of,
     )
+    # Published before the message is sent, so no worker's `running` can come first.
+    job_status_publish(job.id, Status.QUEUED)
     transaction.on_commit(partial(job_enqueue, job_id=job.id))
     return Submission(job=job, replayed=False)
 
@@ -215,13 +218,19 @@ def job_enqueue(*, job_id: UUID, countdown: float | None = None) -> bool:
 
 
 def job_cancel(*, job: Job) -> Job:
-    """Cancel an unfinished job; a worker still calling Claude will find its lease gone."""
+    """Cancel an unfinished job; a worker still calling Claude will find its lease gone.
+
+    A worker streaming the job's answer learns of the cancel from the key its
+    status event sets (jobs.events), and closes the stream.
+    """
     canceled = Job.objects.filter(pk=job.pk, status__in=UNFINISHED).update(
         status=Status.CANCELED,
         finished_at=timezone.now(),
         lease_expires_at=None,
         next_retry_at=None,
     )
+    if canceled:
+        job_status_publish(job.pk, Status.CANCELED)
     job.refresh_from_db()
     if canceled == 0:
         raise JobAlreadyFinished(f"job is already {job.status}")

@@ -1,21 +1,36 @@
-"""A job's events in Redis: published after the commit, read back in order, bounded, expiring."""
+"""A job's events in Redis: published after the commit, read back in order, bounded, expiring;
+and every state change of a job publishing its status."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from decimal import Decimal
 
 import pytest
 from django.db import transaction
 
 from jobs import events
+from jobs.attempts import (
+    CallReport,
+    call_begin,
+    call_finish,
+    job_claim,
+    job_fail,
+    job_release,
+    job_schedule_retry,
+)
 from jobs.events import (
     job_event_publish,
     job_events_read,
     job_output_publish,
     job_status_publish,
 )
+from jobs.models import Job, Outcome
 from jobs.ratelimit import get_redis
+from jobs.submission import job_cancel, job_submit
+from jobs.usage import Usage
+from tests.helpers import succeed
 
 
 def read(job_id, after=None, block_ms=0):
@@ -130,3 +145,98 @@ def test_an_output_event_tells_the_worker_the_job_was_canceled(
 
     assert job_output_publish(job_id, data) is True
     assert get_redis().ttl(events.cancel_key(job_id)) > 0
+
+
+# --- every state change publishes its status once it has committed ----------------------------
+
+
+@pytest.fixture
+def statuses(django_capture_on_commit_callbacks):
+    """Run a change as committed (its on-commit callbacks executed), then give the job's
+    status and done events, in order."""
+
+    def run(job_id, change):
+        with django_capture_on_commit_callbacks(execute=True):
+            outcome = change()
+        entries = [(event, data["status"]) for _, event, data in read(job_id)]
+        return outcome, entries
+
+    return run
+
+
+@pytest.fixture
+def held(user, statuses):
+    """A job claimed for its first attempt, its events so far read and dropped."""
+    job = job_submit(owner=user, kind="summarize", input={"text": "Hello there. General."}).job
+    statuses(job.id, lambda: job_claim(job_id=job.id))
+    get_redis().delete(events.events_key(job.id))
+    return Job.objects.get(pk=job.id)
+
+
+@pytest.mark.django_db
+def test_a_submission_publishes_queued_then_a_claim_running(
+    user, statuses, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        job = job_submit(owner=user, kind="summarize", input={"text": "Hello there."}).job
+
+    _, entries = statuses(job.id, lambda: job_claim(job_id=job.id))
+
+    assert entries == [("status", "queued"), ("status", "running")]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            lambda job: job_fail(job_id=job.id, attempt=1, code="x", message="y"),
+            [("status", "failed"), ("done", "failed")],
+        ),
+        (
+            lambda job: job_schedule_retry(
+                job_id=job.id, attempt=1, delay=1, code="x", message="y"
+            ),
+            [("status", "retrying")],
+        ),
+        (lambda job: job_release(job_id=job.id, attempt=1), [("status", "queued")]),
+        (lambda job: job_cancel(job=job), [("status", "canceled"), ("done", "canceled")]),
+        (
+            lambda job: succeed(job, {"summary": "Done."}, attempt=1),
+            [("status", "succeeded"), ("done", "succeeded")],
+        ),
+    ],
+    ids=["fail", "retry", "release", "cancel", "succeed"],
+)
+def test_each_change_of_a_held_job_publishes_its_status(held, statuses, change, expected):
+    outcome, entries = statuses(held.id, lambda: change(held))
+
+    assert outcome
+    assert entries == expected
+
+
+@pytest.mark.django_db
+def test_a_change_that_did_not_happen_publishes_nothing(held, statuses):
+    stale = [
+        lambda: job_fail(job_id=held.id, attempt=2, code="x", message="y"),
+        lambda: job_schedule_retry(job_id=held.id, attempt=2, delay=1, code="x", message="y"),
+        lambda: job_release(job_id=held.id, attempt=2),
+        lambda: job_claim(job_id=held.id),
+    ]
+    for change in stale:
+        _, entries = statuses(held.id, change)
+        assert entries == []
+
+
+@pytest.mark.django_db
+def test_an_answer_after_a_cancel_publishes_no_success(held, statuses):
+    call = call_begin(job=held, seq=0, reserve_usd=Decimal(0))
+    statuses(held.id, lambda: job_cancel(job=held))
+    report = CallReport(outcome=Outcome.OK, usage=Usage(input_tokens=5, output_tokens=5))
+
+    recorded, entries = statuses(
+        held.id, lambda: call_finish(call=call, report=report, result={"summary": "Late."})
+    )
+
+    assert recorded is True
+    assert entries == [("status", "canceled"), ("done", "canceled")]

@@ -139,14 +139,20 @@ def test_a_job_canceled_while_claude_writes_keeps_its_partial_usage_and_stays_ca
     assert Usage.of(call) == reported
 
 
-def test_the_output_is_published_as_it_is_written(job, replies):
+# Committed for real, as in a worker: each status is published when its statement commits.
+@pytest.mark.django_db(transaction=True)
+def test_the_output_is_published_as_it_is_written_between_running_and_done(job, replies):
     queued, _ = replies
     queued.append(VALID)
 
     runner.run_job(job.id)
 
-    outputs = [data for _, event, data in asyncio.run(job_events_read(job.id, None, 0))]
-    outputs = [data for data in outputs if "text" in data]
+    entries = asyncio.run(job_events_read(job.id, None, 0))
+    named = [(event, data.get("status")) for _, event, data in entries]
+    assert named[:2] == [("status", "queued"), ("status", "running")]
+    assert named[-2:] == [("status", "succeeded"), ("done", "succeeded")]
+    outputs = [data for _, event, data in entries if event == "output"]
+    assert named[2:-2] == [("output", None)] * len(outputs)
     assert len(outputs) >= 2, "the first piece at once, the rest when the answer ended"
     assert "".join(data["text"] for data in outputs) == json.dumps(VALID)
     assert outputs[-1]["partial"] == VALID
