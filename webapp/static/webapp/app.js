@@ -168,12 +168,21 @@ function renderValue(value) {
   return text;
 }
 
-function showOutput(region, data) {
+// The output so far is kept on the region, not in the element showing it: a status event's
+// refresh may replace that element with a fresh (empty) copy, which gets it back.
+function addOutput(region, data) {
+  const output = region.liveOutput || { text: "", partial: null };
+  output.text += data.text;
+  output.partial = data.partial ?? output.partial;
+  region.liveOutput = output;
+  showOutput(region);
+}
+
+function showOutput(region) {
   const target = region.querySelector("[data-live-output]");
-  if (!target) return;
-  target.dataset.text = (target.dataset.text || "") + data.text;
-  const shown = data.partial ?? target.dataset.text;
-  target.replaceChildren(renderValue(shown));
+  if (!target || !region.liveOutput) return;
+  const { text, partial } = region.liveOutput;
+  target.replaceChildren(renderValue(partial ?? text));
   target.hidden = false;
 }
 
@@ -189,6 +198,7 @@ function follow(region) {
       active = true; // a network blip: the next event tries again
     }
     region.dataset.liveActive = String(active);
+    showOutput(region);
     sync();
   };
   const later = () => {
@@ -210,7 +220,7 @@ function follow(region) {
       if (sources.has(url)) continue;
       const source = new EventSource(url);
       source.addEventListener("status", later);
-      source.addEventListener("output", (event) => showOutput(region, JSON.parse(event.data)));
+      source.addEventListener("output", (event) => addOutput(region, JSON.parse(event.data)));
       source.addEventListener("done", () => {
         // Closed here, or EventSource would reconnect to a stream that has ended.
         source.close();
