@@ -16,4 +16,5 @@ RUN DJANGO_SECRET_KEY=build-only python manage.py collectstatic --noinput
 
 USER aijobs
 EXPOSE 8000
-CMD ["gunicorn", "webapp.wsgi", "--bind", "0.0.0.0:8000"]
+# The ASGI app under gunicorn with uvicorn workers, as docker-compose.yml runs it (devtools/web.py).
+CMD ["gunicorn", "webapp.asgi", "--bind=0.0.0.0:8000", "--worker-class=uvicorn_worker.UvicornWorker", "--no-control-socket"]

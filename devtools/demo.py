@@ -1,7 +1,8 @@
 """`make demo`: the whole platform on this machine, with the Claude simulator unless a key is set.
 
 Run under `python -m devtools.servers run --`, which provides DATABASE_URL and
-REDIS_URL. Starts web (gunicorn), a Celery worker, beat, Flower (basic auth) and,
+REDIS_URL. Starts web (gunicorn with uvicorn workers, as docker-compose runs it), a Celery
+worker, beat, Flower (basic auth) and,
 without ANTHROPIC_API_KEY, the simulator; prints the URLs, the demo user's password
 and API token. Ctrl-C (or SIGTERM) stops every process it started, by PID; pressed
 again meanwhile, it is noted and the stopping goes on.
@@ -34,6 +35,7 @@ from types import FrameType
 
 from devtools.claude_sim import url_from_banner
 from devtools.servers import stop_processes
+from devtools.web import web_command
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = ROOT / ".data" / "demo"
@@ -58,7 +60,8 @@ READY_TIMEOUT = 90.0
 STOP_TIMEOUT = 20.0
 KILL_TIMEOUT = 5.0
 POLL_INTERVAL = 0.2
-# Shorter than STOP_TIMEOUT: gunicorn's default (30 s) would outlast it for a long poll.
+# Shorter than STOP_TIMEOUT: gunicorn's default (30 s) would outlast it for a long poll or
+# an event stream.
 WEB_GRACEFUL_TIMEOUT = 5
 # Slow enough to watch a job go from queued to running to succeeded in the UI.
 DEFAULT_SIM_LATENCY_MS = 1500
@@ -275,12 +278,10 @@ def end(proc: subprocess.Popen[bytes]) -> None:
 def service_commands(args: argparse.Namespace) -> dict[str, list[str]]:
     celery = [sys.executable, "-m", "celery", "-A", "celery_app"]
     return {
-        "web": [
-            sys.executable, "-m", "gunicorn", "webapp.wsgi",
-            f"--bind=127.0.0.1:{args.web_port}", "--workers=2", "--worker-class=gthread",
-            "--threads=16", "--no-control-socket", "--access-logfile=-",
-            f"--graceful-timeout={WEB_GRACEFUL_TIMEOUT}",
-        ],
+        "web": web_command(
+            f"127.0.0.1:{args.web_port}",
+            extra=("--access-logfile=-", f"--graceful-timeout={WEB_GRACEFUL_TIMEOUT}"),
+        ),
         "worker": [
             *celery, "worker", "-P", "threads", "-c", str(args.worker_concurrency),
             "-n", "demo@%h", "-l", "INFO",

@@ -3,6 +3,7 @@ succeeded, failed, sent back for a retry or released.
 
 Claims and finishes are conditional UPDATEs whose row count decides who owns
 the work, so duplicate deliveries and stale workers cannot apply effects twice.
+Each change of a job's status is published as its event once it has committed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from jobs import limits, rows
+from jobs.events import job_status_publish
 from jobs.models import FINISHED, Job, Outcome, ProviderCall, Status
 from jobs.usage import Usage
 
@@ -71,6 +73,13 @@ def job_claim(*, job_id: UUID | str) -> Claim:
     A claim that takes over a lapsed lease (its worker died) counts it in
     `lost_leases`. The attempt number it sets fences off the old holder.
     """
+    claim = _job_claim(job_id)
+    if claim.job is not None:
+        job_status_publish(claim.job.id, Status.RUNNING)
+    return claim
+
+
+def _job_claim(job_id: UUID | str) -> Claim:
     now = timezone.now()
     job = _claim(job_id, now, owner_unlimited_only=True)
     if job is not None:
@@ -151,19 +160,22 @@ def call_finish(
     """
     cost = report.usage.cost_usd(call.model)
     if not call.budget_ledger_id:
-        return _settle(call, report, cost, result)
-    with transaction.atomic():
-        settled = _settle(call, report, cost, result)
-        if settled:
-            limits.budget_settle(
-                ledger_id=call.budget_ledger_id, reserved=call.reserved_usd, cost=cost
-            )
-        return settled
+        succeeded = _settle(call, report, cost, result)
+    else:
+        with transaction.atomic():
+            succeeded = _settle(call, report, cost, result)
+            if succeeded is not None:
+                limits.budget_settle(
+                    ledger_id=call.budget_ledger_id, reserved=call.reserved_usd, cost=cost
+                )
+    if succeeded:
+        job_status_publish(call.job_id, Status.SUCCEEDED)
+    return succeeded is not None
 
 
 def _settle(
     call: ProviderCall, report: CallReport, cost: Decimal, result: dict[str, Any] | None
-) -> bool:
+) -> bool | None:
     return rows.call_settle(
         call_id=call.pk,
         attempt=call.attempt,
@@ -175,9 +187,13 @@ def _settle(
 
 
 def _update_held(job_id: UUID, attempt: int, **changes: Any) -> bool:
-    """Apply changes only while the caller still holds the job's current lease."""
+    """Apply changes (a new status among them) only while the caller still holds the job's
+    current lease."""
     held = Job.objects.filter(pk=job_id, status=Status.RUNNING, attempts=attempt)
-    return held.update(lease_expires_at=None, **changes) == 1
+    if held.update(lease_expires_at=None, **changes) == 0:
+        return False
+    job_status_publish(job_id, changes["status"])
+    return True
 
 
 def _error(code: str, message: str) -> dict[str, str]:

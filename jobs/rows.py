@@ -222,10 +222,10 @@ def call_settle(
     cost_usd: Decimal,
     result: dict[str, Any] | None,
     finished_at: datetime,
-) -> bool:
+) -> bool | None:
     """Settle the pending call, add its usage to the job and, with `result`, succeed the job
-    if this attempt still holds it; False when the call was already settled. One statement,
-    so all of it happens or none::
+    if this attempt still holds it. None when the call was already settled; else whether the
+    job succeeded by it. One statement, so all of it happens or none::
 
         WITH settled AS (
             UPDATE jobs_providercall SET
@@ -254,11 +254,12 @@ def call_settle(
             finished_at = CASE WHEN <succeeds> THEN %(finished_at)s ELSE job.finished_at END,
             lease_expires_at = CASE WHEN <succeeds> THEN NULL ELSE job.lease_expires_at END
         FROM settled WHERE job.id = settled.job_id
+        RETURNING %(succeed)s AND job.status = 'succeeded' AND job.attempts = %(attempt)s
 
     where <succeeds> is
     `%(succeed)s AND job.status = 'running' AND job.attempts = %(attempt)s`, spelled
     out in each CASE. Each CASE reads the job row as the UPDATE locked it, so a cancel
-    that commits first is not overwritten.
+    that commits first is not overwritten; RETURNING reads it as the UPDATE left it.
     """
     params = {
         **report,
@@ -273,7 +274,8 @@ def call_settle(
     }
     with connection.cursor() as cursor:
         cursor.execute(_call_settle_sql(), params)
-        return cursor.rowcount == 1
+        row = cursor.fetchone()
+    return None if row is None else row[0]
 
 
 @cache
@@ -302,6 +304,8 @@ def _call_settle_sql() -> str:
         UPDATE {Job._meta.db_table} AS job SET
             {_lines(job_set, indent=12)}
         FROM settled WHERE job.id = settled.job_id
+        RETURNING %(succeed)s AND job.status = {_literal(Status.SUCCEEDED)}
+            AND job.attempts = %(attempt)s
     """
 
 

@@ -18,12 +18,11 @@ from django.db.models.functions import TruncDate
 
 from jobs import rows
 from jobs.errors import InvalidInput
+from jobs.events import job_events_read
 from jobs.models import FINISHED, ApiToken, Batch, Job, ProviderCall, Status
 from jobs.usage import TOKEN_COUNTS, TOKEN_FIELDS
 
 MAX_PAGE = 100
-WAIT_FIRST_INTERVAL = 0.05
-WAIT_MAX_INTERVAL = 0.5
 GROUPINGS = {"day": "day", "kind": "job__kind", "model": "model"}
 # Result rows fetched per round trip while a batch's results stream.
 RESULT_CHUNK = 2000
@@ -117,22 +116,26 @@ def _day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
-def job_wait(*, job: Job, seconds: float) -> Job:
-    """The job once it is finished or `seconds` have passed, polling with a growing interval.
+async def job_wait_finished(*, job_id: UUID, seconds: float) -> bool:
+    """True once the job's events say it finished, False when `seconds` pass first.
 
-    Polling the row keeps the database the only truth; the interval starts
-    short so fast jobs answer fast, and grows so long waits stay cheap.
+    The job's event stream is read from its start, so a job that finished after the caller
+    last read its row is seen at once. It waits in Redis alone: no thread, no database
+    connection, however many wait.
     """
     deadline = time_module.monotonic() + seconds
-    interval = WAIT_FIRST_INTERVAL
-    while not job.is_finished:
-        remaining = deadline - time_module.monotonic()
-        if remaining <= 0:
-            break
-        time_module.sleep(min(interval, remaining))
-        interval = min(interval * 2, WAIT_MAX_INTERVAL)
-        job.refresh_from_db()
-    return job
+    after = None
+    while (remaining := deadline - time_module.monotonic()) > 0:
+        events = await job_events_read(job_id, after, block_ms=max(1, int(remaining * 1000)))
+        if any(_ends_the_job(event, data) for _id, event, data in events):
+            return True
+        if events:
+            after = events[-1][0]
+    return False
+
+
+def _ends_the_job(event: str, data: dict[str, Any]) -> bool:
+    return event == "done" or (event == "status" and data.get("status") in FINISHED)
 
 
 # --- batches ---------------------------------------------------------------------------------

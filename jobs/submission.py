@@ -34,6 +34,7 @@ from jobs.errors import (
     JobAlreadyFinished,
     JobNotFinished,
 )
+from jobs.events import job_status_publish
 from jobs.models import UNFINISHED, Batch, Job, Mode, Status
 
 log = logging.getLogger(__name__)
@@ -205,6 +206,8 @@ def _store(
         enqueued_at=timezone.now(),
         rerun_of=rerun_of,
     )
+    # Published before the message is sent, so no worker's `running` can come first.
+    job_status_publish(job.id, Status.QUEUED)
     transaction.on_commit(partial(job_enqueue, job_id=job.id))
     return Submission(job=job, replayed=False)
 
@@ -258,7 +261,11 @@ def job_enqueue(
 
 
 def job_cancel(*, job: Job) -> Job:
-    """Cancel an unfinished job; a worker still calling Claude will find its lease gone."""
+    """Cancel an unfinished job; a worker still calling Claude will find its lease gone.
+
+    A worker streaming the job's answer learns of the cancel from the key its
+    status event sets (jobs.events), and closes the stream.
+    """
     canceled = jobs_cancel(Job.objects.filter(pk=job.pk))
     job.refresh_from_db()
     if canceled == 0:
@@ -266,11 +273,24 @@ def job_cancel(*, job: Job) -> Job:
     return job
 
 
+@transaction.atomic
 def jobs_cancel(jobs: QuerySet[Job]) -> int:
-    """Cancel the unfinished ones of `jobs` in one UPDATE; how many were canceled."""
-    return jobs.filter(status__in=UNFINISHED).update(
+    """Cancel the unfinished ones of `jobs`; how many were canceled.
+
+    Their rows are locked first, so the ones whose status events go out (at commit) are
+    exactly the ones this UPDATE canceled, not one a worker finished meanwhile.
+    """
+    unfinished = jobs.filter(status__in=UNFINISHED).select_for_update()
+    rows = list(unfinished.values_list("pk", "batch_id", "enqueued_at"))
+    canceled = Job.objects.filter(pk__in=[pk for pk, _, _ in rows]).update(
         status=Status.CANCELED,
         finished_at=timezone.now(),
         lease_expires_at=None,
         next_retry_at=None,
     )
+    # A batch item the dispatcher never published has no worker and is followed on its batch's
+    # page: a 100,000-item cancel sends events for its window, not for every row.
+    for pk, batch_id, enqueued_at in rows:
+        if batch_id is None or enqueued_at is not None:
+            job_status_publish(pk, Status.CANCELED)
+    return canceled

@@ -11,7 +11,14 @@ import uuid
 import pytest
 from django.conf import settings
 
-from tests.integration.harness import ApiClient, Simulator, Worker, worker_env
+from tests.integration.harness import (
+    ApiClient,
+    Simulator,
+    WebServer,
+    Worker,
+    web_env,
+    worker_env,
+)
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +61,44 @@ def start_worker(django_db_setup, simulator, worker_logs):
     yield start
     for proc in started:
         proc.stop()
+
+
+# Short, so a test sees a keep-alive comment on an idle stream without waiting 15 s.
+TEST_KEEPALIVE_SECONDS = "1"
+
+
+@pytest.fixture(scope="session")
+def web_server(django_db_setup, worker_logs):
+    """The ASGI server, shared by the session: event streams, waits, the browser tests."""
+    server = WebServer(
+        log_path=worker_logs / "web.log",
+        env=web_env(AIJOBS_SSE_KEEPALIVE_SECONDS=TEST_KEEPALIVE_SECONDS),
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_web_server(django_db_setup, worker_logs):
+    """Start a web server of the test's own (other settings); stopped by PID at its end."""
+    started: list[WebServer] = []
+
+    def start(**env_overrides: str) -> WebServer:
+        server = WebServer(
+            log_path=worker_logs / f"web-{uuid.uuid4().hex[:6]}.log", env=web_env(**env_overrides)
+        )
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def asgi_api(web_server, token):
+    return ApiClient(base_url=web_server.url, token=token)
 
 
 @pytest.fixture

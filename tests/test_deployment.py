@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ast
 import importlib
+import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -13,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 from django.core.management import get_commands
+
+from devtools.web import ASGI_APP, SERVER_ARGS, web_command
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -73,6 +77,7 @@ def test_each_command_points_at_something_that_exists(name):
     elif program == "gunicorn":
         module, _, attribute = words[1].partition(":")
         assert hasattr(importlib.import_module(module), attribute or "application")
+        assert module == ASGI_APP
     else:
         pytest.fail(f"{name} runs an unexpected program {program!r}")
 
@@ -105,9 +110,17 @@ def test_every_app_service_reads_the_one_env_file():
         assert set(SERVICES[name]["environment"]) <= env_example_names()
 
 
-def test_the_image_runs_the_web_app():
+def test_the_image_and_compose_run_the_web_server_the_demo_and_tests_run():
+    """One server everywhere: the command devtools.web builds for the demo, bench and tests."""
+    built = web_command("0.0.0.0:8000")
+    served = command_of(SERVICES["web"])
+    assert served[:2] == ["gunicorn", ASGI_APP]
+    assert set(SERVER_ARGS) <= set(served)
+    assert built[built.index("gunicorn") + 1] == ASGI_APP
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert 'CMD ["gunicorn", "webapp.wsgi"' in dockerfile
+    image = json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, re.MULTILINE).group(1))
+    assert image[:2] == ["gunicorn", ASGI_APP]
+    assert set(SERVER_ARGS) <= set(image)
 
 
 def test_settings_that_let_redis_redeliver_a_running_job_refuse_to_load():

@@ -10,9 +10,11 @@ from functools import wraps
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
+from asgiref.sync import sync_to_async
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, HttpResponse
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Field, NinjaAPI, Query, Schema, Status, Swagger
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer, SessionAuth
@@ -32,10 +34,11 @@ from jobs.errors import (
     SubmissionRateLimited,
 )
 from jobs.health import system_health
-from jobs.models import Job, Mode, ProviderCall
+from jobs.models import FINISHED, Job, Mode, ProviderCall
 from jobs.models import Status as JobStatus
 from jobs.tokens import api_token_authenticate
 from jobs.usage import TOKEN_COUNTS
+from webapp import sse
 
 MAX_WAIT_SECONDS = 60
 PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+)")
@@ -86,7 +89,10 @@ class DocsPage(Swagger):
 api = NinjaAPI(
     title="aijobs",
     version="1",
-    description="Summarize, classify and extract jobs run on Claude; submit, then poll.",
+    description=(
+        "Summarize, classify and extract jobs run on Claude; submit, then wait, poll or follow "
+        "the job's events."
+    ),
     auth=[BearerToken(), SessionAuth()],
     docs=DocsPage(),
     docs_decorator=signed_in,
@@ -274,8 +280,10 @@ def present_call(call: ProviderCall) -> dict[str, Any]:
     }
 
 
-def _job_response(request: HttpRequest, job: Job, status: int, **headers: str) -> HttpResponse:
-    return respond(request, present_job(job), status, **headers)
+def _job_response(
+    request: HttpRequest, job: dict[str, Any], status: int, **headers: str
+) -> HttpResponse:
+    return respond(request, job, status, **headers)
 
 
 def respond(request: HttpRequest, body: Any, status: int, **headers: str) -> HttpResponse:
@@ -293,8 +301,8 @@ def idempotency_key(request: HttpRequest) -> str | None:
     return key
 
 
-def _location(job: Job) -> str:
-    return f"/api/v1/jobs/{job.id}"
+def _location(job: dict[str, Any]) -> str:
+    return f"/api/v1/jobs/{job['id']}"
 
 
 def _requested_wait(request: HttpRequest) -> int | None:
@@ -302,11 +310,43 @@ def _requested_wait(request: HttpRequest) -> int | None:
     return min(int(match.group(1)), MAX_WAIT_SECONDS) if match else None
 
 
-def _maybe_wait(request: HttpRequest, job: Job) -> tuple[Job, dict[str, str]]:
+def _release_connection() -> None:
+    """Give the request's database connection back to the pool now, not at the response's end.
+
+    Django keeps it in the request's thread until then, so an async view that waits (a long
+    poll, an event stream) would hold one for its whole wait. Inside a transaction (a test
+    run through Django's test client) there is nothing to give back.
+    """
+    if not connection.in_atomic_block:
+        connection.close()
+
+
+def _job_json_released(owner: Any, job_id: UUID | str) -> dict[str, Any] | None:
+    try:
+        job = selectors.job_get(owner=owner, job_id=UUID(str(job_id)))
+        return None if job is None else present_job(job)
+    finally:
+        _release_connection()
+
+
+async def _owned_job_json(owner: Any, job_id: UUID | str) -> dict[str, Any]:
+    job = await sync_to_async(_job_json_released)(owner, job_id)
+    if job is None:
+        raise HttpError(404, "no such job")
+    return job
+
+
+async def _maybe_wait(
+    request: HttpRequest, job: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """`Prefer: wait=N`: the job once it finishes or N seconds pass, waited for on its events."""
     seconds = _requested_wait(request)
     if seconds is None:
         return job, {}
-    return selectors.job_wait(job=job, seconds=seconds), {"Preference_Applied": f"wait={seconds}"}
+    if job["status"] not in FINISHED:
+        await selectors.job_wait_finished(job_id=job["id"], seconds=seconds)
+        job = await _owned_job_json(request.auth, job["id"])
+    return job, {"Preference_Applied": f"wait={seconds}"}
 
 
 def _owned_job(request: HttpRequest, job_id: UUID) -> Job:
@@ -322,22 +362,35 @@ ERRORS = dict.fromkeys((400, 401, 402, 404, 409, 413, 415, 422, 429), ErrorOut)
 
 
 @api.post("/jobs", response={201: JobOut, **ERRORS}, summary="Submit a job")
-def create_job(request: HttpRequest, payload: JobCreate) -> HttpResponse:
-    """Store the job and queue it; with `Idempotency-Key`, a retry returns the first job."""
+async def create_job(request: HttpRequest, payload: JobCreate) -> HttpResponse:
+    """Store the job and queue it; with `Idempotency-Key`, a retry returns the first job.
+
+    `Prefer: wait=N` holds the answer until the job finishes or N (<= 60) seconds pass."""
     if request.content_type != "application/json":
         raise HttpError(415, "send the body as application/json")
-    submitted = submission.job_submit(
-        owner=request.auth,
-        kind=payload.kind,
-        input=payload.input,
-        model=payload.model,
-        mode=payload.mode,
-        idempotency_key=idempotency_key(request),
-    )
-    job, headers = _maybe_wait(request, submitted.job)
-    if submitted.replayed:
+    key = idempotency_key(request)
+    job, replayed = await sync_to_async(_submit_released)(request.auth, payload, key)
+    job, headers = await _maybe_wait(request, job)
+    if replayed:
         headers |= REPLAYED
     return _job_response(request, job, 201, Location=_location(job), **headers)
+
+
+def _submit_released(
+    owner: Any, payload: JobCreate, key: str | None
+) -> tuple[dict[str, Any], bool]:
+    try:
+        submitted = submission.job_submit(
+            owner=owner,
+            kind=payload.kind,
+            input=payload.input,
+            model=payload.model,
+            mode=payload.mode,
+            idempotency_key=key,
+        )
+        return present_job(submitted.job), submitted.replayed
+    finally:
+        _release_connection()
 
 
 @api.get("/jobs", response={200: JobPage, **ERRORS}, summary="List jobs, newest first")
@@ -347,10 +400,41 @@ def list_jobs(request: HttpRequest, filters: Query[JobFilters]) -> dict[str, Any
 
 
 @api.get("/jobs/{job_id}", response={200: JobOut, **ERRORS}, summary="Get a job")
-def get_job(request: HttpRequest, job_id: UUID) -> HttpResponse:
+async def get_job(request: HttpRequest, job_id: UUID) -> HttpResponse:
     """`Prefer: wait=N` holds the answer until the job finishes or N (<= 60) seconds pass."""
-    job, headers = _maybe_wait(request, _owned_job(request, job_id))
+    job, headers = await _maybe_wait(request, await _owned_job_json(request.auth, job_id))
     return _job_response(request, job, 200, **headers)
+
+
+EVENT_STREAM_DOC = {
+    "responses": {
+        200: {
+            "description": "text/event-stream: `status` and `done` carry the job's JSON, "
+            "`output` `{text, partial}`; each event has an `id:` to resume after with "
+            "`Last-Event-ID`",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        }
+    }
+}
+
+
+@api.get(
+    "/jobs/{job_id}/events",
+    response=ERRORS,
+    summary="Follow a job's events (Server-Sent Events)",
+    openapi_extra=EVENT_STREAM_DOC,
+)
+async def job_events(request: HttpRequest, job_id: UUID) -> StreamingHttpResponse:
+    """The job's status changes, its output as the model writes it, and its end."""
+    owner = request.auth
+    first = await _owned_job_json(owner, job_id)
+    stream = sse.job_stream(
+        job_id,
+        first,
+        lambda: sync_to_async(_job_json_released)(owner, job_id),
+        sse.resume_after(request),
+    )
+    return sse.event_response(stream)
 
 
 @api.get(
@@ -373,7 +457,7 @@ def cancel_job(request: HttpRequest, job_id: UUID) -> dict[str, Any]:
 def rerun_job(request: HttpRequest, job_id: UUID) -> HttpResponse:
     """A new job with the same kind, input and model and `rerun_of` set to this one, through
     the same validation, limits and budget as a submission; an unfinished job is 409."""
-    job = submission.job_rerun(owner=request.auth, job=_owned_job(request, job_id))
+    job = present_job(submission.job_rerun(owner=request.auth, job=_owned_job(request, job_id)))
     return _job_response(request, job, 201, Location=_location(job))
 
 

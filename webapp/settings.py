@@ -50,8 +50,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
-    # Serves static files from gunicorn, with compression and caching headers.
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Serves static files from the web server, with compression and caching headers.
+    "webapp.static_files.AsyncWhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -249,6 +249,9 @@ for _kind, _model in AIJOBS_MODELS.items():
 
 AIJOBS_MAX_INPUT_CHARS = env_int("AIJOBS_MAX_INPUT_CHARS", 100_000, minimum=100)
 AIJOBS_CLAUDE_TIMEOUT = env_float("AIJOBS_CLAUDE_TIMEOUT", 60.0, minimum=1.0)
+# Stream answers from Claude and publish the output as it is written; off, each call
+# waits for the whole answer (no output events, and a cancel cannot cut a call short).
+AIJOBS_STREAM_OUTPUT = env_bool("AIJOBS_STREAM_OUTPUT", True)
 AIJOBS_MAX_ATTEMPTS = env_int("AIJOBS_MAX_ATTEMPTS", 5, minimum=1)
 AIJOBS_RETRY_BASE_DELAY = env_float("AIJOBS_RETRY_BASE_DELAY", 2.0)
 AIJOBS_RETRY_MAX_DELAY = env_float("AIJOBS_RETRY_MAX_DELAY", 60.0)
@@ -296,6 +299,10 @@ AIJOBS_BATCH_WINDOW = env_int("AIJOBS_BATCH_WINDOW", 50, minimum=1)
 AIJOBS_BATCH_PRIORITY: int | None = 9
 # Beat's dispatch round, the safety net behind the kicks at submission and at each item's end.
 AIJOBS_BATCH_DISPATCH_INTERVAL = env_float("AIJOBS_BATCH_DISPATCH_INTERVAL", 1.0, minimum=0.1)
+
+# --- Event streams ----------------------------------------------------------------
+# A comment line this often keeps proxies and load balancers from closing an idle stream.
+AIJOBS_SSE_KEEPALIVE_SECONDS = env_float("AIJOBS_SSE_KEEPALIVE_SECONDS", 15.0, minimum=0.1)
 
 # One attempt is at most two provider calls (the answer and one repair round)
 # plus a few writes; the hard limit kills a task stuck beyond that. The lease

@@ -8,6 +8,13 @@ Structured output is what `messages.parse(output_format=...)` does, in two
 visible steps: the schema goes out through the SDK's own `transform_schema`,
 and the answer is validated by the same Pydantic model. `parse` itself raises
 on invalid output and drops the message, and with it the usage we were billed.
+
+Answers are streamed (`messages.stream`) when the caller listens to the text:
+the final message gives the same usage, stop reason and text as a plain call.
+A stream can also end early: the provider breaks it with an `error` event, the
+connection fails, or the listener asks to stop (the job was canceled). Either
+way the usage `message_start` reported (input and cache tokens, the output so
+far) comes with the error, because the provider bills it.
 """
 
 from __future__ import annotations
@@ -16,11 +23,14 @@ import email.utils
 import functools
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import anthropic
+import httpx2
 import pydantic
+from anthropic.lib.streaming import MessageStream
 from anthropic.types import Message
 from django.conf import settings
 
@@ -40,6 +50,23 @@ STATUS_CODES = {
     429: "rate_limited",
     529: "overloaded",
 }
+# An `error` event in a stream that began well (HTTP 200) is classified as the same
+# error answered before the stream, by the status the API gives that error type.
+STREAM_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "overloaded_error": 529,
+}
+# The code of a call its listener stopped: the job was canceled while Claude wrote.
+CANCELED = "canceled"
+
+# Gets each piece of the answer's text as it arrives; False stops the stream.
+TextListener = Callable[[str], bool]
 
 
 @dataclass(frozen=True)
@@ -68,6 +95,7 @@ class ClaudeError(Exception):
         status: int | None = None,
         request_id: str = "",
         latency_ms: int = 0,
+        usage: Usage | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -77,6 +105,8 @@ class ClaudeError(Exception):
         self.status = status
         self.request_id = request_id
         self.latency_ms = latency_ms
+        # What the provider reported before a stream ended early; nothing otherwise.
+        self.usage = usage or Usage()
 
 
 _client: anthropic.Anthropic | None = None
@@ -108,26 +138,87 @@ def call(
     messages: list[dict[str, Any]],
     output_model: type[pydantic.BaseModel],
     max_tokens: int,
+    on_text: TextListener | None = None,
 ) -> Reply:
-    """Send one request; raise ClaudeError unless the provider answered."""
+    """Send one request; raise ClaudeError unless the provider answered.
+
+    With `on_text` the answer is streamed to it. When it returns False the stream
+    is closed at once, so the provider stops writing (and billing), and the call
+    raises ClaudeError CANCELED with the usage reported so far.
+    """
     started = time.monotonic()
+    request = {
+        "model": model,
+        "max_tokens": max_tokens,
+        # The system prompt is the same for every job of a kind: cache it.
+        "system": [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
+        "messages": messages,
+        "output_config": {"format": {"type": "json_schema", "schema": _schema_of(output_model)}},
+    }
     try:
-        message = get_client().messages.create(
-            model=model,
-            max_tokens=max_tokens,
-            # The system prompt is the same for every job of a kind: cache it.
-            system=[{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}],
-            messages=messages,
-            output_config={
-                "format": {
-                    "type": "json_schema",
-                    "schema": _schema_of(output_model),
-                }
-            },
-        )
+        if on_text is None:
+            message = get_client().messages.create(**request)
+            return _reply_from(message, message._request_id, output_model, _elapsed_ms(started))
+        with get_client().messages.stream(**request) as stream:
+            return _read(stream, on_text, output_model, started)
     except anthropic.APIError as exc:
         raise _error_from(exc, _elapsed_ms(started)) from exc
-    return _reply_from(message, output_model, _elapsed_ms(started))
+
+
+def _read(
+    stream: MessageStream[Any],
+    on_text: TextListener,
+    output_model: type[pydantic.BaseModel],
+    started: float,
+) -> Reply:
+    """The streamed answer, or ClaudeError with the usage reported before it ended early.
+
+    The whole stream is bounded by AIJOBS_CLAUDE_TIMEOUT, as a plain call is: a
+    stream trickling text slower than that must not outlive the task's time limit.
+    """
+    deadline = started + settings.AIJOBS_CLAUDE_TIMEOUT
+    request_id = stream.request_id or ""
+    begun = False
+    try:
+        for event in stream:
+            begun = begun or event.type == "message_start"
+            if event.type == "text" and not on_text(event.text):
+                message = "the job was canceled while Claude wrote; the stream was closed"
+                raise _cut(CANCELED, message, stream, begun, started, retryable=False)
+            if time.monotonic() > deadline:
+                message = "Claude did not finish its answer in time"
+                raise _cut("timeout", message, stream, begun, started, retryable=True)
+    except (anthropic.APIError, httpx2.TransportError) as exc:
+        usage = _reported(stream, begun)
+        error = _error_from(exc, _elapsed_ms(started), usage=usage, request_id=request_id)
+        raise error from exc
+    return _reply_from(stream.get_final_message(), request_id, output_model, _elapsed_ms(started))
+
+
+def _reported(stream: MessageStream[Any], begun: bool) -> Usage:
+    """The usage reported so far: message_start's, updated by message_delta if it came."""
+    return Usage.of(stream.current_message_snapshot.usage) if begun else Usage()
+
+
+def _cut(
+    code: str,
+    message: str,
+    stream: MessageStream[Any],
+    begun: bool,
+    started: float,
+    *,
+    retryable: bool,
+) -> ClaudeError:
+    """A stream we stop reading: the caller's `with` closes its connection."""
+    return ClaudeError(
+        code,
+        message,
+        retryable=retryable,
+        status=200,
+        request_id=stream.request_id or "",
+        latency_ms=_elapsed_ms(started),
+        usage=_reported(stream, begun),
+    )
 
 
 @functools.lru_cache(maxsize=512)
@@ -136,7 +227,12 @@ def _schema_of(output_model: type[pydantic.BaseModel]) -> dict[str, Any]:
     return anthropic.transform_schema(output_model)
 
 
-def _reply_from(message: Message, output_model: type[pydantic.BaseModel], latency_ms: int) -> Reply:
+def _reply_from(
+    message: Message,
+    request_id: str | None,
+    output_model: type[pydantic.BaseModel],
+    latency_ms: int,
+) -> Reply:
     text = _text_of(message)
     try:
         output, errors = output_model.model_validate_json(text), ""
@@ -147,7 +243,7 @@ def _reply_from(message: Message, output_model: type[pydantic.BaseModel], latenc
         validation_errors=errors,
         text=text,
         usage=Usage.of(message.usage),
-        request_id=message._request_id or "",
+        request_id=request_id or "",
         stop_reason=message.stop_reason or "",
         latency_ms=latency_ms,
     )
@@ -170,31 +266,43 @@ def _elapsed_ms(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
 
 
-def _error_from(exc: anthropic.APIError, latency_ms: int) -> ClaudeError:
-    if isinstance(exc, anthropic.APITimeoutError):
-        return ClaudeError(
-            "timeout", "Claude did not answer in time", retryable=True, latency_ms=latency_ms
-        )
-    if isinstance(exc, anthropic.APIConnectionError):
-        return ClaudeError(
-            "connection_error", "could not reach Claude", retryable=True, latency_ms=latency_ms
-        )
+def _error_from(
+    exc: anthropic.APIError | httpx2.TransportError,
+    latency_ms: int,
+    *,
+    usage: Usage | None = None,
+    request_id: str = "",
+) -> ClaudeError:
+    """The ClaudeError for an SDK error, or for a transport error in the middle of a stream
+    (the SDK raises those as they come from httpx2)."""
+    seen = {"latency_ms": latency_ms, "usage": usage, "request_id": request_id}
+    if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
+        return ClaudeError("timeout", "Claude did not answer in time", retryable=True, **seen)
+    if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
+        return ClaudeError("connection_error", "could not reach Claude", retryable=True, **seen)
     if isinstance(exc, anthropic.APIStatusError):
-        return _status_error(exc, latency_ms)
-    return ClaudeError("provider_error", type(exc).__name__, retryable=False, latency_ms=latency_ms)
+        return _status_error(exc, **seen)
+    return ClaudeError("provider_error", type(exc).__name__, retryable=False, **seen)
 
 
-def _status_error(exc: anthropic.APIStatusError, latency_ms: int) -> ClaudeError:
+def _status_error(
+    exc: anthropic.APIStatusError, *, latency_ms: int, usage: Usage | None, request_id: str
+) -> ClaudeError:
     status = exc.status_code
+    answered = f"Claude answered {status}"
+    if status == 200:
+        status = STREAM_ERROR_STATUS.get(_error_type(exc), 500)
+        answered = f"Claude broke off its answer ({_error_type(exc) or 'unknown error'})"
     default = "provider_error" if status >= 500 else "provider_rejected"
     return ClaudeError(
         STATUS_CODES.get(status, default),
-        f"Claude answered {status}: {_provider_message(exc)}",
+        f"{answered}: {_provider_message(exc)}",
         retryable=is_retryable(status),
         retry_after=retry_after_seconds(exc.response.headers),
         status=status,
-        request_id=exc.request_id or "",
+        request_id=exc.request_id or request_id,
         latency_ms=latency_ms,
+        usage=usage,
     )
 
 
@@ -204,13 +312,20 @@ def is_retryable(status: int) -> bool:
     return status in RETRYABLE_4XX
 
 
-def _provider_message(exc: anthropic.APIStatusError) -> str:
+def _error_body(exc: anthropic.APIStatusError) -> dict[str, Any]:
     body = exc.body
-    if isinstance(body, dict):
-        error = body.get("error")
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return error["message"][:500]
-    return type(exc).__name__
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
+def _error_type(exc: anthropic.APIStatusError) -> str:
+    kind = _error_body(exc).get("type")
+    return kind if isinstance(kind, str) else ""
+
+
+def _provider_message(exc: anthropic.APIStatusError) -> str:
+    message = _error_body(exc).get("message")
+    return message[:500] if isinstance(message, str) else type(exc).__name__
 
 
 def retry_after_seconds(headers: Any) -> float | None:

@@ -25,6 +25,7 @@ from jobs.errors import BudgetExceeded
 from jobs.models import Job, Outcome, ProviderCall
 from workers import claude, ratelimit
 from workers.backoff import retry_delay
+from workers.output import OutputStream
 
 log = logging.getLogger(__name__)
 
@@ -175,16 +176,13 @@ def _call(job: Job, seq: int, request: Request, task_id: str) -> claude.Reply:
     if not connection.in_atomic_block:
         connection.close()
     try:
-        reply = claude.call(
-            model=job.model,
-            system=request.kind.SYSTEM_PROMPT,
-            messages=request.messages,
-            output_model=request.output_model,
-            max_tokens=max_tokens,
-        )
+        reply = _ask(job, seq, request)
     except claude.ClaudeError as err:
         if not attempts.call_finish(call=call, report=_error_report(err)):
             raise _abandoned(job) from err
+        if err.code == claude.CANCELED:
+            log.info("job %s attempt %d: canceled while Claude wrote", job.id, job.attempts)
+            raise AttemptOver(RunResult()) from err
         if err.status == 429 and err.retry_after:
             ratelimit.pause(job.model, err.retry_after)
         raise AttemptOver(_after_error(job, err)) from err
@@ -199,6 +197,29 @@ def _call(job: Job, seq: int, request: Request, task_id: str) -> claude.Reply:
         actual_output=reply.usage.output_tokens,
     )
     return reply
+
+
+def _ask(job: Job, seq: int, request: Request) -> claude.Reply:
+    """The provider's answer, its text published as it is written when streaming is on.
+
+    What is left of the text is published before the call is recorded, so a job's
+    output events all come before its final status.
+    """
+    output = None
+    if settings.AIJOBS_STREAM_OUTPUT:
+        output = OutputStream(job.id, attempt=job.attempts, seq=seq)
+    try:
+        return claude.call(
+            model=job.model,
+            system=request.kind.SYSTEM_PROMPT,
+            messages=request.messages,
+            output_model=request.output_model,
+            max_tokens=request.kind.MAX_TOKENS,
+            on_text=output.write if output is not None else None,
+        )
+    finally:
+        if output is not None:
+            output.flush()
 
 
 def _begin(job: Job, seq: int, request: Request, task_id: str) -> ProviderCall:
@@ -284,6 +305,7 @@ def _reply_report(reply: claude.Reply) -> CallReport:
 def _error_report(err: claude.ClaudeError) -> CallReport:
     return CallReport(
         outcome=Outcome.RETRYABLE_ERROR if err.retryable else Outcome.PERMANENT_ERROR,
+        usage=err.usage,
         provider_request_id=err.request_id,
         latency_ms=err.latency_ms,
         http_status=err.status,

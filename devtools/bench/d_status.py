@@ -1,9 +1,10 @@
-"""d: GET /api/v1/jobs/{id} requests/s and p99 against a constant Django view, same server."""
+"""d: GET /api/v1/jobs/{id} requests/s and p99 against a constant Django view, same server (the
+ASGI one), and the same GET on the WSGI server the app ran on before, beside it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from devtools.bench.load import LoadResult, http_load
@@ -49,6 +50,7 @@ Loader = Callable[[str, float], Load]
 class StatusRun:
     status: Load
     baseline: Load
+    wsgi_rps: float = 0.0  # the same GET on the WSGI server (gthread), same run
 
     @property
     def ratio(self) -> float:
@@ -71,7 +73,19 @@ def run(session: Session, profiles: dict[str, str]) -> list[StatusRun]:
                 with recording(session.processes, web.child.pid, "web-d", subprocesses=True):
                     load("status", session.options.status_seconds)
                 profiles.update(profile_files("web-d"))
-    return runs
+        return beside_wsgi(session, paths, runs)
+
+
+def beside_wsgi(session: Session, paths: list[str], runs: list[StatusRun]) -> list[StatusRun]:
+    """Each run with the status GET's rate on the WSGI server (gunicorn gthread) beside it."""
+    web = start_web(session.processes, session.child_env(), name="web-d-wsgi", wsgi=True)
+    with stopping(session.processes, web.child):
+        load = status_loader(session, web, paths)
+        load("status", STATUS_WARMUP_SECONDS)
+        seconds = session.options.status_seconds
+        wsgi = [load("status", seconds).result.rps for _ in runs]
+    say(f"d: the same GET on the WSGI server: {', '.join(f'{rps:.0f}' for rps in wsgi)} req/s")
+    return [replace(run, wsgi_rps=rps) for run, rps in zip(runs, wsgi, strict=True)]
 
 
 def finished_jobs(session: Session, sim: Simulator, web: Web) -> list[str]:
@@ -140,6 +154,13 @@ def rows(options: Options, runs: list[StatusRun]) -> list[Row]:
             ", ".join(f"{s.rps:.0f}/{b.rps:.0f}" for s, b in zip(status, baseline, strict=True)),
         ),
         Row(
+            "d. GET /jobs/{id} req/s, ASGI (uvicorn workers) against WSGI (gthread)",
+            f"{median([r.rps for r in status]):.0f}",
+            f"WSGI {median([r.wsgi_rps for r in runs]):.0f} req/s",
+            f"{median([r.status.result.rps / r.wsgi_rps for r in runs]):.1%}",
+            runs=", ".join(f"{r.status.result.rps:.0f}/{r.wsgi_rps:.0f}" for r in runs),
+        ),
+        Row(
             "d. GET /jobs/{id} p99 under that load",
             f"{median([r.p99_ms for r in status]):.1f} ms",
             f"constant view {median([r.p99_ms for r in baseline]):.1f} ms",
@@ -167,6 +188,8 @@ def headline(options: Options, runs: list[StatusRun]) -> dict[str, Any]:
         if runs
         else None,
         "status_ratio": round(median([r.ratio for r in runs]), 4) if runs else None,
+        "status_rps_asgi": round(median([r.status.result.rps for r in runs]), 1) if runs else None,
+        "status_rps_wsgi": round(median([r.wsgi_rps for r in runs]), 1) if runs else None,
     }
 
 

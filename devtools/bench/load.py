@@ -100,15 +100,21 @@ class ApiClient:
 
     def submit_batch(self, body: bytes, content_type: str = "application/json") -> str:
         """POST /batches, a JSON body or a multipart upload; the new batch's id."""
-        status, answer = self._request("POST", "/api/v1/batches", body, content_type)
+        path = "/api/v1/batches"
+        status, answer = self._request("POST", path, body, {"Content-Type": content_type})
         if status != 201:
             raise BenchError(f"POST /api/v1/batches answered {status}: {answer[:300]!r}")
         return str(json.loads(answer)["id"])
 
+    def wait(self, job_id: str, seconds: int) -> int:
+        """GET /jobs/{id} with `Prefer: wait=seconds`; the answer's status code."""
+        path = f"/api/v1/jobs/{job_id}"
+        return self._request("GET", path, None, {"Prefer": f"wait={seconds}"})[0]
+
     def _request(
-        self, method: str, path: str, body: bytes | None, content_type: str = "application/json"
+        self, method: str, path: str, body: bytes | None, extra: dict[str, str] | None = None
     ) -> tuple[int, bytes]:
-        headers = {**self.headers, "Content-Type": content_type}
+        headers = {**self.headers, **(extra or {})}
         conn = self._connection()
         try:
             conn.request(method, path, body=body, headers=headers)

@@ -57,6 +57,8 @@ def pacing_run(session: Session, sim: Simulator, web: Web, limits: dict[str, str
 
 
 def rows(options: Options, runs: list[PacingRun]) -> list[Row]:
+    if not runs:
+        return []
     share = median([r.share for r in runs])
     return [
         Row(
@@ -72,7 +74,8 @@ def rows(options: Options, runs: list[PacingRun]) -> list[Row]:
 
 
 def headline(options: Options, runs: list[PacingRun]) -> dict[str, Any]:
-    return {"paced_share_of_rate_limit": round(median([r.share for r in runs]), 4)}
+    share = round(median([r.share for r in runs]), 4) if runs else None
+    return {"paced_share_of_rate_limit": share}
 
 
 SCENARIO = Scenario(

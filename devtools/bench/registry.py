@@ -13,6 +13,8 @@ from devtools.bench import (
     f_batch_accept,
     g_batch_throughput,
     h_fairness,
+    i_streams,
+    j_longpoll,
     p_pacing,
 )
 from devtools.bench.scenario import Scenario
@@ -25,6 +27,8 @@ SCENARIOS: tuple[Scenario, ...] = (
     f_batch_accept.SCENARIO,
     g_batch_throughput.SCENARIO,
     h_fairness.SCENARIO,
+    i_streams.SCENARIO,
+    j_longpoll.SCENARIO,
     p_pacing.SCENARIO,
 )
 LETTERS = tuple(sorted(letter for scenario in SCENARIOS for letter in scenario.letters))

@@ -31,6 +31,7 @@ from psycopg import sql
 
 from devtools.claude_sim import url_from_banner
 from devtools.servers import free_port
+from devtools.web import web_command
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = ROOT / "bench-results"
@@ -432,13 +433,29 @@ class Web:
     url: str
 
 
-def start_web(processes: Processes, env: dict[str, str], name: str = "web") -> Web:
-    """gunicorn as docker-compose.yml runs it, with the bench URLconf (its baseline view)."""
+# The WSGI server the web app ran on before the ASGI one, beside it in scenario d.
+WSGI_COMMAND = (
+    "webapp.wsgi", "--worker-class=gthread", "--threads=16", "--no-control-socket",
+)  # fmt: skip
+
+
+def start_web(
+    processes: Processes,
+    env: dict[str, str],
+    name: str = "web",
+    *,
+    workers: int = 2,
+    wsgi: bool = False,
+) -> Web:
+    """The web server as docker-compose.yml runs it (or the old WSGI one), with the bench
+    URLconf (its baseline view)."""
     port = free_port()
-    command = [
-        sys.executable, "-m", "gunicorn", "webapp.wsgi", f"--bind=127.0.0.1:{port}",
-        "--workers=2", "--worker-class=gthread", "--threads=16", "--no-control-socket",
-    ]  # fmt: skip
+    command = web_command(f"127.0.0.1:{port}", workers=workers)
+    if wsgi:
+        command = [
+            sys.executable, "-m", "gunicorn", *WSGI_COMMAND, f"--bind=127.0.0.1:{port}",
+            f"--workers={workers}",
+        ]  # fmt: skip
     env = {**env, "DJANGO_SETTINGS_MODULE": "devtools.bench.settings"}
     web = Web(processes.start(name, command, env), f"http://127.0.0.1:{port}")
     wait_until(
@@ -561,3 +578,13 @@ def stopping(processes: Processes, child: Child) -> Iterator[Child]:
         yield child
     finally:
         processes.stop(child)
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and its live children (gunicorn's workers), in MB."""
+    total_kb = 0
+    for member in (pid, *children_of(pid)):
+        with contextlib.suppress(OSError, StopIteration):
+            status = Path(f"/proc/{member}/status").read_text().splitlines()
+            total_kb += int(next(line for line in status if line.startswith("VmRSS:")).split()[1])
+    return total_kb / 1000

@@ -43,10 +43,11 @@ Endpoints
     ``cache_read_input_tokens`` (there is no minimum length and no expiry).
 ``GET /_sim/stats``
     ``{"total", "by_outcome": {"ok", "invalid", "429", "529", "500", "400",
-    "401", "timeout", "rate_limited"}, "in_flight", "max_in_flight",
-    "disconnected", "cpu_seconds", "options"}``. ``total`` counts every
-    ``POST /v1/messages`` received and is the sum of ``by_outcome``;
-    ``disconnected`` counts requests whose client hung up before the answer.
+    "401", "timeout", "rate_limited", "midstream-error"}, "in_flight",
+    "max_in_flight", "disconnected", "cpu_seconds", "options"}``. ``total`` counts
+    every ``POST /v1/messages`` received and is the sum of ``by_outcome``;
+    ``disconnected`` counts requests whose client hung up before the answer
+    (or before the end of a streamed one).
 ``POST /_sim/reset``
     Zeroes the statistics, the per-text directive counters and the cache.
 ``GET /_sim/health``
@@ -68,6 +69,12 @@ verbatim counts once (a repair round may quote the job text).
     ``retry-after: 1``; ``timeout`` holds the request for 600 s (the client gives
     up first); ``invalid`` answers HTTP 200 with output that violates the schema
     (a required field missing, or prose instead of JSON).
+``[[sim:midstream-error]]``, ``[[sim:midstream-error*N]]``
+    Counted like the others (once without ``*N``): a streamed answer stops halfway
+    through its deltas with the ``error`` event the real API sends when it is
+    overloaded mid-answer (``overloaded_error``), after ``message_start`` has
+    reported the input and cache usage. A request that does not stream gets the
+    529 the same overload would give.
 ``[[sim:400]]``, ``[[sim:401]]``
     Every such request fails with that status, before any counted directive
     (and without advancing the counter). The first one in the text wins.
@@ -75,11 +82,12 @@ verbatim counts once (a repair round may quote the job text).
     This request's answer takes MS milliseconds instead of ``--latency-ms``.
 
 Latency applies to HTTP 200 answers only: errors come back at once, as the
-real API's rate-limit and overload errors do. On top of the directives, the
-``--rpm`` limit answers 429 (outcome ``rate_limited``) before a request is
-numbered, and ``--fault-rate`` turns that fraction of would-be-200 answers into
-a random 429, 529 or 500 (after the request was numbered, counted under that
-status).
+real API's rate-limit and overload errors do. A streamed answer starts at once
+and spreads its text deltas evenly over the latency, as a model writes them.
+On top of the directives, the ``--rpm`` limit answers 429 (outcome
+``rate_limited``) before a request is numbered, and ``--fault-rate`` turns that
+fraction of would-be-200 answers into a random 429, 529 or 500 (after the
+request was numbered, counted under that status).
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ import random
 import re
 from dataclasses import dataclass
 
-DIRECTIVE_RE = re.compile(r"\[\[sim:([a-z0-9]+)(?:\*(\d+)|=(\d+))?\]\]")
-COUNTED_FAULTS = ("429", "529", "500", "timeout", "invalid")
+DIRECTIVE_RE = re.compile(r"\[\[sim:([a-z0-9-]+)(?:\*(\d+)|=(\d+))?\]\]")
+MIDSTREAM_ERROR = "midstream-error"
+COUNTED_FAULTS = ("429", "529", "500", "timeout", "invalid", MIDSTREAM_ERROR)
 RANDOM_FAULTS = ("429", "529", "500")
 
 
@@ -40,8 +41,9 @@ class Directives:
                 continue
             seen.add(match.group(0))
             kind, times, value = match.groups()
-            if kind in COUNTED_FAULTS and times:
-                counted.append((kind, int(times)))
+            # A stream broken once is the common case, and its retry must get through.
+            if kind in COUNTED_FAULTS and (times or kind == MIDSTREAM_ERROR):
+                counted.append((kind, int(times or 1)))
             elif kind in ("400", "401") and permanent is None:
                 permanent = kind
             elif kind == "latency" and value and latency is None:

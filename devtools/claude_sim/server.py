@@ -38,6 +38,10 @@ USAGE_COUNTS = (
     "cache_read_input_tokens",
 )
 REASON_PHRASES = {529: "Overloaded"}
+MIDSTREAM_ERROR_EVENT = {
+    "type": "error",
+    "error": {"type": "overloaded_error", "message": "Simulated overload in mid-stream."},
+}
 
 
 def stream_pieces(text: str) -> list[str]:
@@ -49,8 +53,14 @@ def stream_pieces(text: str) -> list[str]:
     ]
 
 
-def sse_events(message: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """The server-sent events that stream `message`, as the real API orders them."""
+def sse_events(
+    message: dict[str, Any], *, midstream_error: bool = False
+) -> list[tuple[str, dict[str, Any]]]:
+    """The server-sent events that stream `message`, as the real API orders them.
+
+    With `midstream_error` the stream stops halfway through the deltas (after one at
+    least) with the `error` event the real API sends when it is overloaded mid-answer.
+    """
     usage = message["usage"]
     start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
     events: list[tuple[str, dict[str, Any]]] = [
@@ -58,7 +68,6 @@ def sse_events(message: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         ("ping", {"type": "ping"}),
     ]
     for index, block in enumerate(message["content"]):
-        text = block["text"]
         empty = {"type": "text", "text": ""}
         events.append(
             (
@@ -66,14 +75,11 @@ def sse_events(message: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
                 {"type": "content_block_start", "index": index, "content_block": empty},
             )
         )
-        for piece in stream_pieces(text):
-            delta = {"type": "text_delta", "text": piece}
-            events.append(
-                (
-                    "content_block_delta",
-                    {"type": "content_block_delta", "index": index, "delta": delta},
-                )
-            )
+        pieces = stream_pieces(block["text"])
+        if midstream_error:
+            events += [text_delta(index, piece) for piece in pieces[: max(len(pieces) // 2, 1)]]
+            return [*events, ("error", MIDSTREAM_ERROR_EVENT)]
+        events += [text_delta(index, piece) for piece in pieces]
         events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
     final_usage = {key: usage[key] for key in USAGE_COUNTS}
     delta = {"stop_reason": message["stop_reason"], "stop_sequence": None}
@@ -82,6 +88,11 @@ def sse_events(message: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     )
     events.append(("message_stop", {"type": "message_stop"}))
     return events
+
+
+def text_delta(index: int, piece: str) -> tuple[str, dict[str, Any]]:
+    delta = {"type": "text_delta", "text": piece}
+    return "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
 
 
 @dataclass(frozen=True)
@@ -207,8 +218,10 @@ class Connection:
         *,
         keep_alive: bool,
         headers: Sequence[tuple[str, str]] = (),
-    ) -> None:
-        """A 200 answer of server-sent events, one chunk per event."""
+        spread_seconds: float = 0.0,
+    ) -> bool:
+        """A 200 answer of server-sent events, one chunk per event, the text deltas spread
+        evenly over `spread_seconds`; False as soon as the client hangs up meanwhile."""
         head = [
             ("content-type", "text/event-stream; charset=utf-8"),
             ("cache-control", "no-cache"),
@@ -216,12 +229,17 @@ class Connection:
             *headers,
         ]
         self._writer.write(self._head(200, head, keep_alive))
+        deltas = sum(1 for name, _ in events if name == "content_block_delta")
+        gap = spread_seconds / deltas if deltas else 0.0
         for name, data in events:
+            if name == "content_block_delta" and not await self.pause(gap):
+                return False
             chunk = f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
             self._writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             await self._writer.drain()
         self._writer.write(b"0\r\n\r\n")
         await self._writer.drain()
+        return True
 
     @staticmethod
     def _head(status: int, headers: Sequence[tuple[str, str]], keep_alive: bool) -> bytes:
@@ -294,24 +312,27 @@ class SimServer:
         stats = self.simulator.stats  # reset() zeroes it in place, so in_flight stays right
         stats.enter()
         try:
+            if reply.stream and reply.status == 200 and not reply.hang:
+                # The latency is spread over the deltas, as a model writes them.
+                events = sse_events(reply.payload, midstream_error=reply.midstream_error)
+                if not await connection.send_events(
+                    events,
+                    keep_alive=request.keep_alive,
+                    headers=reply.headers,
+                    spread_seconds=reply.delay_seconds,
+                ):
+                    stats.disconnected += 1
+                    return False
+                return request.keep_alive
             delay = HANG_SECONDS if reply.hang else reply.delay_seconds
             if not await connection.pause(delay):
                 stats.disconnected += 1
                 return False
             if reply.hang:
                 return False
-            if reply.stream and reply.status == 200:
-                events = sse_events(reply.payload)
-                await connection.send_events(
-                    events, keep_alive=request.keep_alive, headers=reply.headers
-                )
-            else:
-                await connection.send(
-                    reply.status,
-                    reply.payload,
-                    keep_alive=request.keep_alive,
-                    headers=reply.headers,
-                )
+            await connection.send(
+                reply.status, reply.payload, keep_alive=request.keep_alive, headers=reply.headers
+            )
             return request.keep_alive
         finally:
             stats.leave()

@@ -11,12 +11,29 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from devtools.claude_sim.answers import answer_text
-from devtools.claude_sim.faults import Directives, Faults, digest, strip_directives
+from devtools.claude_sim.faults import (
+    MIDSTREAM_ERROR,
+    Directives,
+    Faults,
+    digest,
+    strip_directives,
+)
 from devtools.claude_sim.source import Source, content_text, document_of, system_blocks, user_texts
 
 RPM_WINDOW_SECONDS = 60.0
 CHARS_PER_TOKEN = 4
-OUTCOMES = ("ok", "invalid", "429", "529", "500", "400", "401", "timeout", "rate_limited")
+OUTCOMES = (
+    "ok",
+    "invalid",
+    "429",
+    "529",
+    "500",
+    "400",
+    "401",
+    "timeout",
+    "rate_limited",
+    MIDSTREAM_ERROR,
+)
 ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -89,6 +106,8 @@ class Reply:
     delay_seconds: float = 0.0
     hang: bool = False
     stream: bool = False
+    # Break the stream after some deltas with an `error` event, as the real API does.
+    midstream_error: bool = False
 
 
 class RequestError(Exception):
@@ -201,6 +220,10 @@ class Simulator:
         outcome = self._faults.outcome(directives, texts[0] if texts else "")
         if outcome in ERROR_MESSAGES:
             return outcome, self._error(int(outcome), ERROR_MESSAGES[outcome], request_id)
+        stream = body.get("stream") is True
+        if outcome == MIDSTREAM_ERROR and not stream:
+            # Without a stream to break, the same overload is a 529 before any output.
+            return outcome, self._error(529, ERROR_MESSAGES["529"], request_id)
         latency = (
             self.options.latency_ms if directives.latency_ms is None else directives.latency_ms
         )
@@ -210,7 +233,8 @@ class Simulator:
             headers=(("request-id", request_id),),
             delay_seconds=latency / 1000,
             hang=outcome == "timeout",
-            stream=body.get("stream") is True,
+            stream=stream,
+            midstream_error=outcome == MIDSTREAM_ERROR,
         )
         return outcome, reply
 

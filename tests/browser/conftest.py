@@ -1,6 +1,6 @@
 """Browser fixtures: Debian's Chromium, driven by Playwright, against the live server.
 
-The real stack: pytest-django's live server, a Celery worker and the Claude simulator
+The real stack: the ASGI web server as deployed, a Celery worker and the Claude simulator
 (tests/fixtures.py), PostgreSQL and Redis. Chromium is never
 downloaded: without /usr/bin/chromium these tests are skipped.
 """
@@ -62,11 +62,12 @@ def chromium() -> Iterator:
 
 
 @pytest.fixture
-def anonymous_page(chromium, live_server, settings):
-    """A fresh browser tab on the live server; dialogs (confirm) are accepted."""
-    # The worker's answers come from the simulator, so the pages say so, as in the demo.
+def anonymous_page(chromium, web_server, settings):
+    """A fresh browser tab on the ASGI web server; dialogs (confirm) are accepted."""
+    # The worker's answers come from the simulator, so the pages say so, as in the demo (the
+    # web server's environment says so too).
     settings.AIJOBS_SIMULATED = True
-    context = chromium.new_context(viewport=DESKTOP, base_url=live_server.url)
+    context = chromium.new_context(viewport=DESKTOP, base_url=web_server.url)
     context.grant_permissions(["clipboard-read", "clipboard-write"])
     context.add_init_script(WATCH_CSP)
     page = context.new_page()
@@ -76,12 +77,12 @@ def anonymous_page(chromium, live_server, settings):
 
 
 @pytest.fixture
-def page(anonymous_page, live_server, user, client, settings):
+def page(anonymous_page, web_server, user, client, settings):
     """A tab signed in as `user` (a session made by the test client, not the login form)."""
     client.force_login(user)
     cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
     anonymous_page.context.add_cookies(
-        [{"name": settings.SESSION_COOKIE_NAME, "value": cookie, "url": live_server.url}]
+        [{"name": settings.SESSION_COOKIE_NAME, "value": cookie, "url": web_server.url}]
     )
     return anonymous_page
 

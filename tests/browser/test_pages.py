@@ -1,4 +1,4 @@
-"""The web UI in Chromium, on the real stack: a live server, a Celery worker, the simulator.
+"""The web UI in Chromium, on the real stack: the ASGI server, a Celery worker, the simulator.
 
 With AIJOBS_SCREENSHOTS set (`make screenshots`), each main page is also saved as a full-page
 screenshot at desktop and phone widths: the README's pictures.
@@ -17,6 +17,7 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from jobs import attempts, kinds, submission
+from jobs.events import job_event_publish
 from jobs.models import ApiToken, Job, Outcome, ProviderCall
 from jobs.tokens import api_token_create, api_token_revoke
 from jobs.usage import Usage
@@ -112,6 +113,45 @@ def test_a_job_from_the_form_succeeds_on_its_page_without_a_reload(page, worker,
     expect(page.locator("[data-live-indicator]")).to_be_hidden()
     assert Job.objects.count() == 1
     snap(page, f"job-{kind}")
+
+
+def test_a_running_jobs_page_shows_its_output_as_it_is_written(page, user):
+    """The page follows the job's events (published here as the worker publishes them)."""
+    job = Job.objects.create(
+        owner=user,
+        kind="summarize",
+        model=settings.AIJOBS_MODELS["summarize"],
+        input={"text": STORY},
+    )
+    page.goto(f"/jobs/{job.id}")
+    expect(page.locator("[data-live-indicator]").first).to_be_visible()
+    page.evaluate("window.notReloaded = true")
+    Job.objects.filter(pk=job.pk).update(status="running", attempts=1, started_at=timezone.now())
+    job_event_publish(job.id, "status", {"status": "running"})
+    expect(status_badge(page)).to_have_text("Running")
+
+    job_event_publish(
+        job.id,
+        "output",
+        {"text": '{"summary": "The <b>harbour</b>', "partial": {"summary": "The <b>harbour</b>"}},
+    )
+    output = page.locator("#job-output")
+    expect(output).to_contain_text("The <b>harbour</b>")
+    expect(output.locator("b")).to_have_count(0)
+    expect(output).to_contain_text("Summary")
+    expect(status_badge(page)).to_have_text("Running")
+
+    Job.objects.filter(pk=job.pk).update(
+        status="succeeded",
+        result={"summary": "The harbour town lit its lighthouse.", "key_points": []},
+        finished_at=timezone.now(),
+    )
+    job_event_publish(job.id, "status", {"status": "succeeded"})
+    job_event_publish(job.id, "done", {"status": "succeeded"})
+    expect(status_badge(page)).to_have_text("Succeeded")
+    expect(page.locator("#job-result")).to_contain_text("The harbour town lit its lighthouse.")
+    expect(page.locator("[data-live-indicator]").first).to_be_hidden()
+    assert page.evaluate("window.notReloaded") is True, "the page updated itself"
 
 
 def test_bad_input_shows_an_error_next_to_the_field(page, snap):

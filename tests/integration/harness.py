@@ -5,8 +5,10 @@ Every process is started here with its PID kept, and stopped by that PID.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,13 +19,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from django.conf import settings
 
 from devtools.claude_sim import url_from_banner
+from devtools.web import web_command
 
 ROOT = Path(__file__).resolve().parents[2]
+# gunicorn names the address it bound (a free port when asked for port 0).
+LISTENING = re.compile(r"Listening at: (http://\S+)")
 TEST_API_KEY = "sk-test-canary-not-a-real-key-0000"
 
 
@@ -131,6 +136,64 @@ class Worker:
         self.proc.wait(timeout=10)
 
 
+@dataclass
+class WebServer:
+    """The ASGI web server as docker-compose runs it (devtools.web), on a free loopback port.
+
+    Django's live_server is a WSGI thread server: streams and waits that hold no thread need
+    this one. It reads the test database, so its tests must commit (transaction=True).
+    """
+
+    log_path: Path
+    env: dict[str, str]
+    workers: int = 1
+    proc: subprocess.Popen | None = field(default=None)
+    url: str = ""
+
+    def start(self) -> WebServer:
+        self.log_path.write_bytes(b"")
+        command = web_command("127.0.0.1:0", workers=self.workers)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        self.url = wait_for(self._listening, timeout=60, what="the web server to listen")
+        wait_for(self._answers, timeout=60, what="the web server to answer")
+        return self
+
+    def _listening(self) -> str | None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"web server exited early:\n{self.log_path.read_text()[-3000:]}")
+        found = LISTENING.search(self.log_path.read_text(errors="replace"))
+        return found.group(1) if found else None
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/login/", timeout=5) as answer:
+                return answer.status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+
+
+def web_env(**overrides: str) -> dict[str, str]:
+    """The tests' settings on the test database; the session's queue and Redis prefix."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "webapp.settings_test",
+        "DATABASE_URL": database_url(),
+        "AIJOBS_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
+        "AIJOBS_REDIS_PREFIX": settings.AIJOBS_REDIS_PREFIX,
+        # The worker's answers come from the simulator, so the pages say so, as in the demo.
+        "AIJOBS_SIMULATED": "true",
+    }
+    env.update(overrides)
+    return env
+
+
 def worker_env(simulator_url: str, **overrides: str) -> dict[str, str]:
     env = {
         **os.environ,
@@ -200,3 +263,55 @@ class ApiClient:
 
     def calls(self, job_id: str) -> list[dict[str, Any]]:
         return self.request("GET", f"/jobs/{job_id}/calls").body
+
+
+@dataclass
+class Event:
+    event: str
+    data: Any
+    id: str | None = None
+
+
+class EventStream:
+    """A Server-Sent Events client over real HTTP: events in order, keep-alive comments too."""
+
+    def __init__(self, url: str, headers: dict[str, str], timeout: float = 15) -> None:
+        parts = urlsplit(url)
+        self.connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+        self.connection.request(
+            "GET", parts.path, headers={"Accept": "text/event-stream", **headers}
+        )
+        self.response = self.connection.getresponse()
+        self.status = self.response.status
+        self.headers = {k.lower(): v for k, v in self.response.getheaders()}
+
+    def next(self) -> Event | str | None:
+        """The next event, or a comment line as a string, or None when the server closed."""
+        fields: dict[str, str] = {}
+        while line := self.response.readline():
+            text = line.decode().rstrip("\n")
+            if text.startswith(":"):
+                return text
+            if text == "":
+                if fields:
+                    return Event(fields["event"], json.loads(fields["data"]), fields.get("id"))
+                continue
+            name, _, value = text.partition(": ")
+            fields[name] = value
+        return None
+
+    def events(self, until: str | None = None) -> list[Event]:
+        """Events (comments skipped) until one named `until`, or to the end of the stream."""
+        found: list[Event] = []
+        while (item := self.next()) is not None:
+            if isinstance(item, Event):
+                found.append(item)
+                if item.event == until:
+                    break
+        return found
+
+    def body(self) -> Any:
+        return json.loads(self.response.read())
+
+    def close(self) -> None:
+        self.connection.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import timedelta
 from decimal import Decimal
 
@@ -9,7 +11,8 @@ import pytest
 from django.db import OperationalError
 from django.utils import timezone
 
-from jobs import attempts
+from jobs import attempts, submission
+from jobs.events import job_events_read
 from jobs.models import Job, Outcome, ProviderCall, Status, UserLimits
 from jobs.submission import job_submit
 from jobs.usage import Usage
@@ -33,11 +36,15 @@ def replies(monkeypatch):
     queued: list[dict | claude.ClaudeError] = []
     seen: list[list[dict]] = []
 
-    def fake_call(*, model, system, messages, output_model, max_tokens) -> claude.Reply:
+    def fake_call(*, model, system, messages, output_model, max_tokens, on_text) -> claude.Reply:
         seen.append(list(messages))
         answer = queued.pop(0)
         if isinstance(answer, claude.ClaudeError):
             raise answer
+        text = json.dumps(answer)
+        for start in range(0, len(text), 8):
+            if on_text is not None:
+                on_text(text[start : start + 8])
         try:
             output, errors = output_model.model_validate(answer), ""
         except Exception as exc:
@@ -45,7 +52,7 @@ def replies(monkeypatch):
         return claude.Reply(
             output=output,
             validation_errors=errors,
-            text=str(answer),
+            text=text,
             usage=Usage(input_tokens=100, output_tokens=20),
             request_id=f"req_{len(seen)}",
             stop_reason="end_turn",
@@ -80,6 +87,91 @@ def test_an_invalid_answer_gets_one_repair_round_with_the_errors(job, replies):
     repair = seen[1]
     assert [m["role"] for m in repair] == ["user", "assistant", "user"]
     assert "key_points" in repair[2]["content"]
+
+
+def test_a_stream_broken_midway_records_its_reported_usage_and_retries(job, replies):
+    queued, _ = replies
+    reported = Usage(input_tokens=70, output_tokens=1, cache_read_input_tokens=30)
+    queued.append(
+        claude.ClaudeError(
+            "overloaded",
+            "broke off",
+            retryable=True,
+            status=529,
+            request_id="req_9",
+            usage=reported,
+        )
+    )
+
+    assert runner.run_job(job.id).retry_in is not None
+
+    job.refresh_from_db()
+    assert job.status == Status.RETRYING
+    assert (job.input_tokens, job.output_tokens, job.cache_read_input_tokens) == (70, 1, 30)
+    call = job.calls.get()
+    assert (call.outcome, call.error_code, call.provider_request_id) == (
+        Outcome.RETRYABLE_ERROR, "overloaded", "req_9",
+    )  # fmt: skip
+    assert Usage.of(call) == reported
+    assert call.cost_usd == reported.cost_usd(job.model) > 0
+
+
+def test_a_job_canceled_while_claude_writes_keeps_its_partial_usage_and_stays_canceled(
+    job, replies, monkeypatch
+):
+    reported = Usage(input_tokens=50, output_tokens=1)
+
+    def canceled_midway(**kwargs):
+        submission.job_cancel(job=Job.objects.get(pk=job.id))
+        raise claude.ClaudeError(
+            claude.CANCELED, "stream closed", retryable=False, status=200, usage=reported
+        )
+
+    monkeypatch.setattr(claude, "call", canceled_midway)
+
+    assert runner.run_job(job.id).retry_in is None
+
+    job.refresh_from_db()
+    assert (job.status, job.result, job.error_code) == (Status.CANCELED, None, "")
+    assert job.input_tokens == 50
+    call = job.calls.get()
+    assert (call.outcome, call.error_code) == (Outcome.PERMANENT_ERROR, claude.CANCELED)
+    assert Usage.of(call) == reported
+
+
+# Committed for real, as in a worker: each status is published when its statement commits.
+@pytest.mark.django_db(transaction=True)
+def test_the_output_is_published_as_it_is_written_between_running_and_done(job, replies):
+    queued, _ = replies
+    queued.append(VALID)
+
+    runner.run_job(job.id)
+
+    entries = asyncio.run(job_events_read(job.id, None, 0))
+    named = [(event, data.get("status")) for _, event, data in entries]
+    assert named[:2] == [("status", "queued"), ("status", "running")]
+    assert named[-2:] == [("status", "succeeded"), ("done", "succeeded")]
+    outputs = [data for _, event, data in entries if event == "output"]
+    assert named[2:-2] == [("output", None)] * len(outputs)
+    assert len(outputs) >= 2, "the first piece at once, the rest when the answer ended"
+    assert "".join(data["text"] for data in outputs) == json.dumps(VALID)
+    assert outputs[-1]["partial"] == VALID
+    assert {(data["attempt"], data["seq"]) for data in outputs} == {(1, 0)}
+
+
+def test_with_streaming_off_the_answer_is_awaited_whole_and_nothing_is_published(
+    job, replies, settings
+):
+    queued, _ = replies
+    queued.append(VALID)
+    settings.AIJOBS_STREAM_OUTPUT = False
+
+    runner.run_job(job.id)
+
+    job.refresh_from_db()
+    assert job.status == Status.SUCCEEDED
+    events = asyncio.run(job_events_read(job.id, None, 0))
+    assert [event for _, event, _ in events if event == "output"] == []
 
 
 def test_a_retryable_error_schedules_a_retry(job, replies):

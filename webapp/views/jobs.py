@@ -1,4 +1,4 @@
-"""Jobs: the list, the new-job form, a job's page, cancel, and the live fragments they poll."""
+"""Jobs: the list, the new-job form, a job's page, cancel, and the live fragments they fetch."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def job_list_live(request: HttpRequest) -> HttpResponse:
-    """The list's table alone, re-fetched every 2 s while a job on the page is unfinished."""
+    """The list's table alone, re-fetched when an unfinished job on the page changes state."""
     return render(request, "jobs/list_live.html", _list_context(request))
 
 
@@ -156,7 +156,7 @@ def job_detail(request: HttpRequest, job_id: UUID) -> HttpResponse:
 @login_required
 @require_GET
 def job_detail_live(request: HttpRequest, job_id: UUID) -> HttpResponse:
-    """The parts of a job's page that change while it runs, re-fetched every 2 s until it ends."""
+    """The parts of a job's page that change while it runs, re-fetched at each status event."""
     return render(request, "jobs/detail_live.html", _detail_context(_owned_job(request, job_id)))
 
 

@@ -1,12 +1,10 @@
 // aijobs: small behaviours for every page. No framework, no build step.
 // Data never goes through innerHTML here: text is set with textContent, and live parts are
 // server-rendered fragments (Django autoescapes them) parsed with DOMParser, which leaves
-// any <script> in them inert.
+// any <script> in them inert. Live pages follow the jobs' event streams, they do not poll.
 "use strict";
 
 document.documentElement.classList.replace("no-js", "js");
-
-const LIVE_INTERVAL_MS = 2000;
 
 // --- navigation menu on narrow screens ---------------------------------------------------------
 
@@ -97,9 +95,14 @@ document.addEventListener("focusin", (event) => {
 });
 
 // --- live parts ----------------------------------------------------------------------------------
-// An element with data-live-url and data-live-active="true" re-fetches that URL every 2 s. The
-// answer holds fresh copies of the page's [data-live-part] elements (matched by id) and its own
-// data-live-active, which turns false once nothing on the page can change any more.
+// An element with data-live-url and data-live-active="true" follows the event streams
+// (Server-Sent Events) of the unfinished jobs it shows: [data-job-events] elements in it name
+// their stream. A status event re-fetches data-live-url, whose answer holds fresh copies of the
+// page's [data-live-part] elements (matched by id) and its own data-live-active, false once
+// nothing on the page can change any more. Output events are shown in [data-live-output] as
+// they come: the structured output parsed so far, written with textContent only.
+
+const REFRESH_DELAY_MS = 150;
 
 function setIndicators(active) {
   for (const pill of document.querySelectorAll("[data-live-indicator]")) pill.hidden = !active;
@@ -128,24 +131,109 @@ async function refresh(region) {
   return flag !== null && flag.dataset.liveActive === "true";
 }
 
-function watch(region) {
-  let active = region.dataset.liveActive === "true";
-  setIndicators(active);
-  const tick = async () => {
-    if (!document.hidden) {
-      try {
-        active = await refresh(region);
-      } catch {
-        // A network blip: keep polling, the next tick will catch up.
-      }
-      region.dataset.liveActive = String(active);
-      setIndicators(active);
+function humanize(key) {
+  const words = key.replace(/_/g, " ");
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
+
+// A JSON value as nested lists, every string through textContent: partial output is the
+// model's text, so it must never be parsed as HTML.
+function renderValue(value) {
+  if (Array.isArray(value)) {
+    const list = document.createElement("ul");
+    for (const item of value) {
+      const entry = document.createElement("li");
+      entry.append(renderValue(item));
+      list.append(entry);
     }
-    if (active) window.setTimeout(tick, LIVE_INTERVAL_MS);
+    return list;
+  }
+  if (value !== null && typeof value === "object") {
+    const fields = document.createElement("dl");
+    fields.className = "result-fields";
+    for (const [key, item] of Object.entries(value)) {
+      const row = document.createElement("div");
+      const name = document.createElement("dt");
+      name.className = "input-label";
+      name.textContent = humanize(key);
+      const body = document.createElement("dd");
+      body.append(renderValue(item));
+      row.append(name, body);
+      fields.append(row);
+    }
+    return fields;
+  }
+  const text = document.createElement("span");
+  text.textContent = value === null ? "" : String(value);
+  return text;
+}
+
+// The output so far is kept on the region, not in the element showing it: a status event's
+// refresh may replace that element with a fresh (empty) copy, which gets it back.
+function addOutput(region, data) {
+  const output = region.liveOutput || { text: "", partial: null };
+  output.text += data.text;
+  output.partial = data.partial ?? output.partial;
+  region.liveOutput = output;
+  showOutput(region);
+}
+
+function showOutput(region) {
+  const target = region.querySelector("[data-live-output]");
+  if (!target || !region.liveOutput) return;
+  const { text, partial } = region.liveOutput;
+  target.replaceChildren(renderValue(partial ?? text));
+  target.hidden = false;
+}
+
+function follow(region) {
+  const sources = new Map();
+  let timer = null;
+  const update = async () => {
+    timer = null;
+    let active = false;
+    try {
+      active = await refresh(region);
+    } catch {
+      active = true; // a network blip: the next event tries again
+    }
+    region.dataset.liveActive = String(active);
+    showOutput(region);
+    sync();
   };
-  if (active) window.setTimeout(tick, LIVE_INTERVAL_MS);
+  const later = () => {
+    if (timer === null) timer = window.setTimeout(update, REFRESH_DELAY_MS);
+  };
+  // One stream per unfinished job on the page: opened for new ones, closed for finished ones.
+  const sync = () => {
+    const active = region.dataset.liveActive === "true";
+    const holders = [region, ...region.querySelectorAll("[data-job-events]")];
+    const urls = holders.map((el) => el.dataset.jobEvents).filter(Boolean);
+    const wanted = new Set(active ? urls : []);
+    for (const [url, source] of sources) {
+      if (!wanted.has(url)) {
+        source.close();
+        sources.delete(url);
+      }
+    }
+    for (const url of wanted) {
+      if (sources.has(url)) continue;
+      const source = new EventSource(url);
+      source.addEventListener("status", later);
+      source.addEventListener("output", (event) => addOutput(region, JSON.parse(event.data)));
+      source.addEventListener("done", () => {
+        // Closed here, or EventSource would reconnect to a stream that has ended.
+        source.close();
+        sources.delete(url);
+        later();
+      });
+      sources.set(url, source);
+    }
+    setIndicators(active);
+  };
+  sync();
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  for (const region of document.querySelectorAll("[data-live-url]")) watch(region);
+  for (const region of document.querySelectorAll("[data-live-url]")) follow(region);
 });

@@ -1,0 +1,150 @@
+"""A job's events in one Redis Stream: its status changes, the output as it is written, done.
+
+The stream `{AIJOBS_REDIS_PREFIX}:job-events:{job_id}` is the replay buffer a late
+listener reads from the start: trimmed to about MAX_EVENTS entries and expiring
+EXPIRE_SECONDS after its last event. Entry ids ("1733..-0") increase per job, so
+a listener resumes after the last id it saw.
+
+Events (each entry holds `event` and `data`, the data as JSON):
+- `status` `{"status": ...}` after each state change has committed;
+- `output` `{"text": <text added since the last output event>, "partial": <the
+  output parsed from all of the call's text so far, or null>, "attempt", "seq"}`,
+  at most OUTPUT_EVENTS_PER_SECOND a second (the worker coalesces deltas);
+- `done` `{"status": ...}` right after the final status event.
+
+A cancel also sets `{prefix}:job-cancel:{job_id}`, which a streaming worker reads
+with each output event it publishes (the same round trip), so it stops paying for
+output nobody will use without holding a database connection through the stream.
+
+Publishing from a state change never fails it: the change has committed, and a
+listener that missed an event still finds the job's state in the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import weakref
+from functools import partial
+from typing import Any
+from uuid import UUID
+
+import redis
+import redis.asyncio
+from django.conf import settings
+from django.db import transaction
+
+from jobs.models import FINISHED, Status
+from jobs.ratelimit import get_redis
+
+log = logging.getLogger(__name__)
+
+# The replay buffer: enough for every output event of a long answer (ten a second for
+# a minute and a half) and its status events. Trimmed approximately, which Redis does
+# cheaply by whole nodes.
+MAX_EVENTS = 1000
+EXPIRE_SECONDS = 3600
+OUTPUT_EVENTS_PER_SECOND = 10
+# Event streams and long polls one web process may hold, each with a Redis connection.
+MAX_LISTENERS = 10_000
+
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def events_key(job_id: UUID | str) -> str:
+    return f"{settings.AIJOBS_REDIS_PREFIX}:job-events:{job_id}"
+
+
+def cancel_key(job_id: UUID | str) -> str:
+    return f"{settings.AIJOBS_REDIS_PREFIX}:job-cancel:{job_id}"
+
+
+def _add(pipe: redis.client.Pipeline, job_id: UUID | str, event: str, data: dict[str, Any]) -> None:
+    key = events_key(job_id)
+    fields = {"event": event, "data": json.dumps(data, separators=(",", ":"))}
+    pipe.xadd(key, fields, maxlen=MAX_EVENTS, approximate=True)
+    pipe.expire(key, EXPIRE_SECONDS)
+
+
+def job_event_publish(job_id: UUID | str, event: str, data: dict[str, Any]) -> str:
+    """Append one event to the job's stream (one round trip); its entry id."""
+    pipe = get_redis().pipeline(transaction=False)
+    _add(pipe, job_id, event, data)
+    entry_id = pipe.execute()[0]
+    return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+
+
+def job_status_publish(job_id: UUID | str, status: str) -> None:
+    """Publish the job's new status once the change that made it has committed.
+
+    Outside a transaction that is now; inside one, at its commit (never, if it
+    rolls back). A final status is followed by `done`, and a cancel sets the key
+    the job's worker checks; all of it in one round trip.
+    """
+    transaction.on_commit(partial(_publish_status, str(job_id), str(status)))
+
+
+def _publish_status(job_id: str, status: str) -> None:
+    pipe = get_redis().pipeline(transaction=False)
+    _add(pipe, job_id, "status", {"status": status})
+    if status in FINISHED:
+        _add(pipe, job_id, "done", {"status": status})
+    if status == Status.CANCELED:
+        # No worker holds the job longer than a lease, so the key need not outlive one.
+        pipe.set(cancel_key(job_id), 1, ex=settings.AIJOBS_LEASE_SECONDS)
+    try:
+        pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("job %s: status %s not published (%s)", job_id, status, exc)
+
+
+def job_output_publish(job_id: UUID | str, data: dict[str, Any]) -> bool:
+    """Publish an output event; True when the job has been canceled (one round trip).
+
+    A Redis error loses this event (the text is in the next one's partial) and
+    reads as not canceled: the stream goes on and its answer is still recorded.
+    """
+    pipe = get_redis().pipeline(transaction=False)
+    _add(pipe, job_id, "output", data)
+    pipe.exists(cancel_key(job_id))
+    try:
+        return bool(pipe.execute()[-1])
+    except redis.RedisError as exc:
+        log.warning("job %s: output event not published (%s)", job_id, exc)
+        return False
+
+
+async def job_events_read(
+    job_id: UUID | str, after: str | None, block_ms: int
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """The job's events after entry id `after` (all of them for None), as (id, event, data).
+
+    When there are none yet, waits up to `block_ms` for the first (not at all for 0).
+    """
+    block = block_ms if block_ms > 0 else None
+    answer = await _async_redis().xread({events_key(job_id): after or "0-0"}, block=block)
+    if not answer:
+        return []
+    [(_key, entries)] = answer
+    return [(entry_id, fields["event"], json.loads(fields["data"])) for entry_id, fields in entries]
+
+
+def _async_redis() -> redis.asyncio.Redis:
+    """One client per event loop: an asyncio connection belongs to the loop that opened it."""
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
+    if client is None:
+        # A blocking XREAD holds its connection, idle, for up to block_ms: no read timeout
+        # (redis-py's default of 5 s would break every wait longer than that), and room for
+        # every listener of a web process (its default pool stops at 100 connections).
+        client = _async_clients[loop] = redis.asyncio.Redis.from_url(
+            settings.REDIS_URL,
+            decode_responses=True,
+            socket_connect_timeout=5,
+            socket_timeout=None,
+            max_connections=MAX_LISTENERS,
+        )
+    return client

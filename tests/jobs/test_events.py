@@ -1,0 +1,242 @@
+"""A job's events in Redis: published after the commit, read back in order, bounded, expiring;
+and every state change of a job publishing its status."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from decimal import Decimal
+
+import pytest
+from django.db import transaction
+
+from jobs import events
+from jobs.attempts import (
+    CallReport,
+    call_begin,
+    call_finish,
+    job_claim,
+    job_fail,
+    job_release,
+    job_schedule_retry,
+)
+from jobs.events import (
+    job_event_publish,
+    job_events_read,
+    job_output_publish,
+    job_status_publish,
+)
+from jobs.models import Job, Outcome
+from jobs.ratelimit import get_redis
+from jobs.submission import job_cancel, job_submit
+from jobs.usage import Usage
+from tests.helpers import succeed
+
+
+def read(job_id, after=None, block_ms=0):
+    return asyncio.run(job_events_read(job_id, after, block_ms))
+
+
+@pytest.fixture
+def job_id():
+    return uuid.uuid4()
+
+
+def test_events_are_read_back_in_order_with_increasing_ids(job_id):
+    first = job_event_publish(job_id, "output", {"text": "Hel", "partial": None})
+    second = job_event_publish(job_id, "output", {"text": "lo", "partial": None})
+
+    entries = read(job_id)
+
+    assert entries == [
+        (first, "output", {"text": "Hel", "partial": None}),
+        (second, "output", {"text": "lo", "partial": None}),
+    ]
+    assert [int(part) for part in second.split("-")] > [int(part) for part in first.split("-")]
+
+
+def test_reading_after_an_id_gives_only_what_came_later(job_id):
+    first = job_event_publish(job_id, "status", {"status": "running"})
+    second = job_event_publish(job_id, "status", {"status": "succeeded"})
+
+    assert [entry[0] for entry in read(job_id, after=first)] == [second]
+    assert read(job_id, after=second) == []
+
+
+def test_a_blocked_read_gets_the_next_event(job_id):
+    last = job_event_publish(job_id, "status", {"status": "queued"})
+
+    async def wait_then_publish():
+        waiting = asyncio.create_task(job_events_read(job_id, last, 10_000))
+        await asyncio.to_thread(job_event_publish, job_id, "status", {"status": "running"})
+        return await waiting
+
+    entries = asyncio.run(wait_then_publish())
+
+    assert [(event, data) for _, event, data in entries] == [("status", {"status": "running"})]
+
+
+def test_nothing_to_read_gives_nothing_once_the_wait_is_over(job_id):
+    assert read(job_id, block_ms=50) == []
+    assert read(job_id) == []
+
+
+def test_the_replay_buffer_is_trimmed_and_expires(job_id):
+    client = get_redis()
+    pipe = client.pipeline(transaction=False)
+    for n in range(events.MAX_EVENTS + 500):
+        events._add(pipe, job_id, "output", {"text": str(n), "partial": None})
+    pipe.execute()
+    job_event_publish(job_id, "status", {"status": "succeeded"})
+
+    length = client.xlen(events.events_key(job_id))
+    assert events.MAX_EVENTS <= length < events.MAX_EVENTS + 500
+    assert 0 < client.ttl(events.events_key(job_id)) <= events.EXPIRE_SECONDS
+    assert read(job_id)[-1][1:] == ("status", {"status": "succeeded"})
+
+
+@pytest.mark.django_db
+def test_a_status_inside_a_transaction_is_published_at_its_commit(
+    job_id, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        job_status_publish(job_id, "running")
+        assert read(job_id) == [], "published before its commit"
+
+    assert [(event, data) for _, event, data in read(job_id)] == [("status", {"status": "running"})]
+
+
+@pytest.mark.django_db
+def test_a_status_whose_transaction_rolled_back_is_never_published(
+    job_id, django_capture_on_commit_callbacks
+):
+    def change_then_fail():
+        with transaction.atomic():
+            job_status_publish(job_id, "running")
+            raise RuntimeError("rolled back")
+
+    with django_capture_on_commit_callbacks(execute=True), pytest.raises(RuntimeError):
+        change_then_fail()
+
+    assert read(job_id) == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("status", ["succeeded", "failed", "canceled"])
+def test_a_final_status_is_followed_by_done(job_id, status, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        job_status_publish(job_id, status)
+
+    assert [(event, data) for _, event, data in read(job_id)] == [
+        ("status", {"status": status}),
+        ("done", {"status": status}),
+    ]
+
+
+@pytest.mark.django_db
+def test_an_output_event_tells_the_worker_the_job_was_canceled(
+    job_id, django_capture_on_commit_callbacks
+):
+    data = {"text": "{", "partial": {}, "attempt": 1, "seq": 0}
+    assert job_output_publish(job_id, data) is False
+
+    with django_capture_on_commit_callbacks(execute=True):
+        job_status_publish(job_id, "canceled")
+
+    assert job_output_publish(job_id, data) is True
+    assert get_redis().ttl(events.cancel_key(job_id)) > 0
+
+
+# --- every state change publishes its status once it has committed ----------------------------
+
+
+@pytest.fixture
+def statuses(django_capture_on_commit_callbacks):
+    """Run a change as committed (its on-commit callbacks executed), then give the job's
+    status and done events, in order."""
+
+    def run(job_id, change):
+        with django_capture_on_commit_callbacks(execute=True):
+            outcome = change()
+        entries = [(event, data["status"]) for _, event, data in read(job_id)]
+        return outcome, entries
+
+    return run
+
+
+@pytest.fixture
+def held(user, statuses):
+    """A job claimed for its first attempt, its events so far read and dropped."""
+    job = job_submit(owner=user, kind="summarize", input={"text": "Hello there. General."}).job
+    statuses(job.id, lambda: job_claim(job_id=job.id))
+    get_redis().delete(events.events_key(job.id))
+    return Job.objects.get(pk=job.id)
+
+
+@pytest.mark.django_db
+def test_a_submission_publishes_queued_then_a_claim_running(
+    user, statuses, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        job = job_submit(owner=user, kind="summarize", input={"text": "Hello there."}).job
+
+    _, entries = statuses(job.id, lambda: job_claim(job_id=job.id))
+
+    assert entries == [("status", "queued"), ("status", "running")]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            lambda job: job_fail(job_id=job.id, attempt=1, code="x", message="y"),
+            [("status", "failed"), ("done", "failed")],
+        ),
+        (
+            lambda job: job_schedule_retry(
+                job_id=job.id, attempt=1, delay=1, code="x", message="y"
+            ),
+            [("status", "retrying")],
+        ),
+        (lambda job: job_release(job_id=job.id, attempt=1), [("status", "queued")]),
+        (lambda job: job_cancel(job=job), [("status", "canceled"), ("done", "canceled")]),
+        (
+            lambda job: succeed(job, {"summary": "Done."}, attempt=1),
+            [("status", "succeeded"), ("done", "succeeded")],
+        ),
+    ],
+    ids=["fail", "retry", "release", "cancel", "succeed"],
+)
+def test_each_change_of_a_held_job_publishes_its_status(held, statuses, change, expected):
+    outcome, entries = statuses(held.id, lambda: change(held))
+
+    assert outcome
+    assert entries == expected
+
+
+@pytest.mark.django_db
+def test_a_change_that_did_not_happen_publishes_nothing(held, statuses):
+    stale = [
+        lambda: job_fail(job_id=held.id, attempt=2, code="x", message="y"),
+        lambda: job_schedule_retry(job_id=held.id, attempt=2, delay=1, code="x", message="y"),
+        lambda: job_release(job_id=held.id, attempt=2),
+        lambda: job_claim(job_id=held.id),
+    ]
+    for change in stale:
+        _, entries = statuses(held.id, change)
+        assert entries == []
+
+
+@pytest.mark.django_db
+def test_an_answer_after_a_cancel_publishes_no_success(held, statuses):
+    call = call_begin(job=held, seq=0, reserve_usd=Decimal(0))
+    statuses(held.id, lambda: job_cancel(job=held))
+    report = CallReport(outcome=Outcome.OK, usage=Usage(input_tokens=5, output_tokens=5))
+
+    recorded, entries = statuses(
+        held.id, lambda: call_finish(call=call, report=report, result={"summary": "Late."})
+    )
+
+    assert recorded is True
+    assert entries == [("status", "canceled"), ("done", "canceled")]
