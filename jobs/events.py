@@ -104,17 +104,12 @@ def _publish_status(job_id: str, status: str) -> None:
 def job_output_publish(job_id: UUID | str, data: dict[str, Any]) -> bool:
     """Publish an output event; True when the job has been canceled (one round trip).
 
-    A Redis error loses this event (the text is in the next one's partial) and
-    reads as not canceled: the stream goes on and its answer is still recorded.
+    Raises redis.RedisError: the caller decides what a lost event costs it.
     """
     pipe = get_redis().pipeline(transaction=False)
     _add(pipe, job_id, "output", data)
     pipe.exists(cancel_key(job_id))
-    try:
-        return bool(pipe.execute()[-1])
-    except redis.RedisError as exc:
-        log.warning("job %s: output event not published (%s)", job_id, exc)
-        return False
+    return bool(pipe.execute()[-1])
 
 
 async def job_events_read(

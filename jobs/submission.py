@@ -206,10 +206,15 @@ def _store(
         enqueued_at=timezone.now(),
         rerun_of=rerun_of,
     )
-    # Published before the message is sent, so no worker's `running` can come first.
-    job_status_publish(job.id, Status.QUEUED)
-    transaction.on_commit(partial(job_enqueue, job_id=job.id))
+    transaction.on_commit(partial(_announce, job_id=job.id))
     return Submission(job=job, replayed=False)
+
+
+def _announce(*, job_id: UUID) -> None:
+    """A new job's `queued` event, then its message: in that order, so no worker's `running`
+    can come first."""
+    job_status_publish(job_id, Status.QUEUED)
+    job_enqueue(job_id=job_id)
 
 
 def earlier_for_key(

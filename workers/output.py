@@ -9,6 +9,7 @@ worker learns of a cancel without a database connection held through the call.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -16,8 +17,11 @@ from typing import Any
 from uuid import UUID
 
 import pydantic_core
+import redis
 
 from jobs import events
+
+log = logging.getLogger(__name__)
 
 MIN_INTERVAL_SECONDS = 1 / events.OUTPUT_EVENTS_PER_SECOND
 
@@ -53,6 +57,7 @@ class OutputStream:
         self._text = ""
         self._unsent = ""
         self._sent_at = -math.inf
+        self._lost = False
         self.canceled = False
 
     def write(self, delta: str) -> bool:
@@ -64,10 +69,16 @@ class OutputStream:
 
     def flush(self) -> None:
         """Publish the text not sent yet, unless there is none or nobody wants it any more."""
-        if not self._unsent or self.canceled:
+        if not self._unsent or self.canceled or self._lost:
             return
         self._text += self._unsent
         data = {"text": self._unsent, "partial": partial_output(self._text), **self._call}
         self._unsent = ""
         self._sent_at = self._clock()
-        self.canceled = self._publish(self._job_id, data)
+        try:
+            self.canceled = self._publish(self._job_id, data)
+        except redis.RedisError as exc:
+            # The answer matters more than its events: stop publishing for this call rather
+            # than wait on an unreachable Redis at every event (the result is still recorded).
+            log.warning("job %s: output events stopped for this call (%s)", self._job_id, exc)
+            self._lost = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import redis
 
 from workers.output import MIN_INTERVAL_SECONDS, OutputStream, partial_output
 
@@ -91,6 +92,22 @@ def test_a_cancel_seen_when_publishing_stops_the_stream_and_later_output(clock, 
     output.flush()
 
     assert len(published) == 2
+
+
+def test_redis_unreachable_stops_the_events_but_not_the_stream(clock):
+    attempts = []
+
+    def unreachable(job_id, data) -> bool:
+        attempts.append(data)
+        raise redis.ConnectionError("Redis is away")
+
+    output = OutputStream("job-1", attempt=1, seq=0, clock=clock, publish=unreachable)
+    for piece in pieces(json.dumps(ANSWER)):
+        assert output.write(piece) is True
+        clock.now += MIN_INTERVAL_SECONDS
+    output.flush()
+
+    assert len(attempts) == 1, "one failed publish, then no more waiting on Redis"
 
 
 @pytest.mark.parametrize(
