@@ -242,6 +242,15 @@ def json_values(text: str) -> list[Any]:
         values.append(value)
 
 
+def sse_and_json(output: str) -> tuple[str, list[Any]]:
+    """What the commands printed: the event stream's lines, and the JSON values after them."""
+    sse = ("id:", "event:", "data:", ":")
+    lines = output.splitlines()
+    events = "\n".join(line for line in lines if line.startswith(sse))
+    rest = "\n".join(line for line in lines if line and not line.startswith(sse))
+    return events, json_values(rest)
+
+
 def run_readme(script: str, demo: Demo, data_dir: Path, out: Path) -> subprocess.CompletedProcess:
     """The README's commands as a user pastes them in the checkout, pointed at this demo's port
     and files; what they write (results.csv) goes to `out`."""
@@ -273,11 +282,13 @@ def test_the_readme_api_walkthrough_works_next_to_a_running_demo(demo_database_u
     finally:
         stop_and_check_nothing_is_left(demo)
     assert walkthrough.returncode == 0, walkthrough.stderr
-    job = json.loads(walkthrough.stdout)
+    events, (job,) = sse_and_json(walkthrough.stdout)
+    assert "event: status" in events
+    assert events.rstrip().endswith(f"data: {json.dumps(job)}"), "done carries the final job"
     assert job["status"] == "succeeded", job
     assert job["kind"] == "classify"
     assert batch_walk.returncode == 0, batch_walk.stderr
-    *_, uploaded, batch = json_values(batch_walk.stdout)
+    *_, uploaded, batch = sse_and_json(batch_walk.stdout)[1]
     assert (batch["kind"], batch["total"]) == ("classify", 2), batch
     assert uploaded["kind"] == "classify", uploaded
     assert uploaded["total"] > 2, uploaded
