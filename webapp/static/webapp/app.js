@@ -100,9 +100,13 @@ document.addEventListener("focusin", (event) => {
 // their stream. A status event re-fetches data-live-url, whose answer holds fresh copies of the
 // page's [data-live-part] elements (matched by id) and its own data-live-active, false once
 // nothing on the page can change any more. Output events are shown in [data-live-output] as
-// they come: the structured output parsed so far, written with textContent only.
+// they come: the structured output parsed so far, written with textContent only. A region
+// with no streams to follow is re-fetched every POLL_INTERVAL_MS while it is live.
 
 const REFRESH_DELAY_MS = 150;
+// A live region with no job streams in it (a batch's pages: batches have no stream yet) is
+// re-fetched this often instead.
+const POLL_INTERVAL_MS = 2000;
 
 function setIndicators(active) {
   for (const pill of document.querySelectorAll("[data-live-indicator]")) pill.hidden = !active;
@@ -228,6 +232,9 @@ function follow(region) {
         later();
       });
       sources.set(url, source);
+    }
+    if (active && wanted.size === 0 && timer === null) {
+      timer = window.setTimeout(update, POLL_INTERVAL_MS);
     }
     setIndicators(active);
   };
