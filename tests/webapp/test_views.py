@@ -486,7 +486,8 @@ def test_a_finished_job_is_rerun_as_a_new_linked_job(web, user, finish):
         attempts.job_fail(job_id=job.id, attempt=claimed.attempts, code="bad_request", message="x")
     else:
         submission.job_cancel(job=job)
-    assert 'action="/jobs/' in web.get(reverse("job_detail", args=[job.id])).content.decode()
+    page = web.get(reverse("job_detail", args=[job.id])).content.decode()
+    assert f'action="{reverse("job_rerun", args=[job.id])}"' in page
 
     response = web.post(reverse("job_rerun", args=[job.id]))
 
