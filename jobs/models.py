@@ -6,6 +6,7 @@ import uuid
 from decimal import Decimal
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
 
@@ -42,6 +43,32 @@ for _count in TOKEN_COUNTS:
     TokenCounts.add_to_class(_count, models.PositiveIntegerField(default=0))
 
 
+class WebhookFilter(models.TextChoices):
+    """The events a job or batch sends to its webhook (Replicate's webhook_events_filter)."""
+
+    START = "start"
+    COMPLETED = "completed"
+
+
+def default_webhook_events() -> list[str]:
+    return [WebhookFilter.COMPLETED]
+
+
+class WebhookTarget(models.Model):
+    """Where a job's or a batch's webhooks go, and which of its events are sent."""
+
+    # Empty for none. Checked against the address rules at submission and at every delivery.
+    webhook = models.CharField(max_length=2000, blank=True)
+    webhook_events = ArrayField(
+        models.CharField(max_length=16, choices=WebhookFilter.choices),
+        default=default_webhook_events,
+        blank=True,
+    )
+
+    class Meta:
+        abstract = True
+
+
 class BatchStatus(models.TextChoices):
     QUEUED = "queued"
     RUNNING = "running"
@@ -55,7 +82,7 @@ class Mode(models.TextChoices):
     ECONOMY = "economy"
 
 
-class Batch(models.Model):
+class Batch(WebhookTarget):
     """Many items of one kind with shared parameters, submitted at once; each item is a Job."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -103,7 +130,7 @@ class Batch(models.Model):
         return f"{self.kind} batch {self.id} ({self.status})"
 
 
-class Job(TokenCounts):
+class Job(TokenCounts, WebhookTarget):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs"
@@ -326,3 +353,114 @@ class BudgetLedger(models.Model):
         return (
             f"{self.user} from {self.period_start}: {self.spent_usd} + {self.reserved_usd} reserved"
         )
+
+
+class WebhookSecret(models.Model):
+    """A user's webhook signing secret (`whsec_` and base64, Standard Webhooks).
+
+    After a rotation the previous secret signs alongside the new one until
+    `previous_expires_at`, so receivers can move to the new one without missing a message.
+    Stored as is: signing needs the secret itself, not a digest.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhook_secret"
+    )
+    secret = models.CharField(max_length=64)
+    previous = models.CharField(max_length=64, blank=True)
+    previous_expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    rotated_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"webhook secret of {self.user}"
+
+
+class WebhookEvent(models.TextChoices):
+    JOB_STARTED = "job.started"
+    JOB_COMPLETED = "job.completed"
+    BATCH_STARTED = "batch.started"
+    BATCH_COMPLETED = "batch.completed"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    # Refused by the receiver for good, or still failing when its retries ran out.
+    FAILED = "failed"
+
+
+class WebhookMessage(models.Model):
+    """One event for one webhook: the outbox row, written in the transaction of the state
+    change it reports, and delivered at least once from it.
+
+    Its id is the `webhook-id` of every try. It is derived from the job or batch and the
+    event type (jobs.webhooks), so a state change that repeats (a claim after a release)
+    cannot add a second message, and the code that made the change knows the id to send.
+    """
+
+    id = models.CharField(primary_key=True, max_length=40)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhook_messages"
+    )
+    type = models.CharField(max_length=32, choices=WebhookEvent.choices)
+    job = models.ForeignKey(
+        Job, on_delete=models.CASCADE, null=True, blank=True, related_name="webhook_messages"
+    )
+    batch = models.ForeignKey(
+        Batch, on_delete=models.CASCADE, null=True, blank=True, related_name="webhook_messages"
+    )
+    url = models.CharField(max_length=2000)
+    # The body, fixed at the first try so that every try sends the same bytes.
+    payload = OrderedJSONField(null=True, blank=True)
+    status = models.CharField(
+        max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField()
+    next_attempt_at = models.DateTimeField()
+    # No try is scheduled after this; a redeliver moves it.
+    retry_until = models.DateTimeField()
+    # When its delivery task was last handed to the broker; a lapse (the message was lost)
+    # lets the sweep hand it over again.
+    handed_over_at = models.DateTimeField(null=True, blank=True)
+    # Held by the try in progress, so two tasks for one message never send it at once.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["owner", "-created_at", "id"], name="webhook_owner_newest"),
+            models.Index(
+                fields=["next_attempt_at"],
+                name="webhook_pending",
+                condition=Q(status="pending"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.id} ({self.status})"
+
+
+class WebhookAttempt(models.Model):
+    """One try at delivering a message: the delivery log."""
+
+    message = models.ForeignKey(WebhookMessage, on_delete=models.CASCADE, related_name="tries")
+    attempt = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    # None when no answer came (refused address, connection error, timeout).
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    latency_ms = models.PositiveIntegerField(default=0)
+    # The first bytes of the answer's body, as text.
+    response_head = models.TextField(blank=True)
+    celery_task_id = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "attempt"], name="one_try_per_attempt"),
+        ]
+        ordering = ["attempt"]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} try {self.attempt}: {self.http_status or self.error}"

@@ -1,0 +1,65 @@
+"""Each user's webhook signing secret: made on first use, rotated on request.
+
+A rotation keeps the previous secret signing alongside the new one for
+PREVIOUS_SECRET_LIFETIME (Standard Webhooks puts several signatures in one
+header), so a receiver can switch over without rejecting a single message.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from datetime import timedelta
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from jobs.models import WebhookSecret
+
+PREFIX = "whsec_"
+# 24 random bytes, as Svix's secrets: 192 bits, well past what HMAC-SHA256 needs.
+SECRET_BYTES = 24
+PREVIOUS_SECRET_LIFETIME = timedelta(hours=24)
+
+
+def _new_secret() -> str:
+    return PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
+
+
+def secret_for(user: AbstractBaseUser) -> WebhookSecret:
+    """The user's secret, made the first time anyone asks (page, API or a delivery)."""
+    secret, _created = WebhookSecret.objects.get_or_create(
+        user_id=user.pk, defaults={"secret": _new_secret()}
+    )
+    return secret
+
+
+@transaction.atomic
+def secret_rotate(user: AbstractBaseUser) -> WebhookSecret:
+    """A new secret for the user; the one it replaces keeps signing for 24 hours."""
+    current = secret_for(user)
+    secret = WebhookSecret.objects.select_for_update().get(pk=current.pk)
+    now = timezone.now()
+    secret.previous = secret.secret
+    secret.previous_expires_at = now + PREVIOUS_SECRET_LIFETIME
+    secret.secret = _new_secret()
+    secret.rotated_at = now
+    secret.save()
+    return secret
+
+
+def signing_secrets(user_id: int) -> list[str]:
+    """The secrets a message to this user's webhooks is signed with now: the current one, and
+    the previous one while it lasts."""
+    secret, _created = WebhookSecret.objects.get_or_create(
+        user_id=user_id, defaults={"secret": _new_secret()}
+    )
+    keys = [secret.secret]
+    if (
+        secret.previous
+        and secret.previous_expires_at
+        and secret.previous_expires_at > timezone.now()
+    ):
+        keys.append(secret.previous)
+    return keys
