@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from operator import itemgetter
@@ -211,7 +212,8 @@ def results_csv(kind: str, params: dict[str, Any], rows: Iterable[dict[str, Any]
         cells = [_cell(_read(getter, result)) for getter in columns.values()]
         usage = [row[name] for name in TOKEN_FIELDS]
         leading = [row["custom_id"], row["job_id"], row["status"]]
-        yield line.of([*leading, *cells, row["error_code"], row["error_message"], *usage])
+        texts = [*leading, *cells, row["error_code"], row["error_message"]]
+        yield line.of([*map(_inert, texts), *usage])
 
 
 def results_jsonl(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
@@ -241,6 +243,27 @@ def _read(getter: Getter, result: dict[str, Any] | None) -> Any:
         return getter(result)
     except (KeyError, TypeError):
         return None
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP's "CSV
+# injection"); model output and item ids are user-influenced text, so such a cell is
+# written with a leading apostrophe, which spreadsheets show as plain text. A sign before
+# nothing but digits and punctuation (a phone number, a negative amount) can only be
+# arithmetic, never a function or a cell reference, and is left as written. JSONL is untouched.
+_FORMULA_STARTS = ("=", "@", "\t", "\r")
+_SIGNS = ("+", "-")
+_ARITHMETIC = re.compile(r"[0-9 .,()+\-/]*")
+
+
+def _inert(value: Any) -> Any:
+    """Text a spreadsheet would evaluate as a formula, made plain text; anything else unchanged."""
+    if not isinstance(value, str):
+        return value
+    if value.startswith(_FORMULA_STARTS) or (
+        value.startswith(_SIGNS) and not _ARITHMETIC.fullmatch(value)
+    ):
+        return "'" + value
+    return value
 
 
 def _cell(value: Any) -> Any:

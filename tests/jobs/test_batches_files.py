@@ -169,6 +169,28 @@ def test_a_failed_item_has_empty_result_cells_and_its_error():
     )
 
 
+def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_written_as_text():
+    formula = '=HYPERLINK("http://127.0.0.1/x","click")'
+    result = {"summary": formula, "key_points": ["+A1", "@SUM(A1)", "plain"]}
+    failed = row("t3", None, "failed", error_code="invalid_output", error_message="-cmd|x")
+
+    first, second = read_csv(results_csv("summarize", {}, [row("-a1", result), failed]))
+
+    assert first["summary"] == "'" + formula
+    # A joined list is one cell: only its start matters.
+    assert first["key_points"] == "'+A1; @SUM(A1); plain"
+    assert first["custom_id"] == "'-a1"
+    assert second["error_message"] == "'-cmd|x"
+    assert first["input_tokens"] == "10"
+
+
+@pytest.mark.parametrize("value", ["+1 415 555 0136", "-12.50", "(555) 0136", "plain"])
+def test_csv_cells_that_can_only_be_numbers_or_text_are_written_as_they_are(value):
+    (line,) = read_csv(results_csv("summarize", {}, [row("t4", {"summary": value})]))
+
+    assert line["summary"] == value
+
+
 def test_jsonl_results_are_one_object_a_line():
     rows = [row("a", {"summary": "Short."}), row("b", None, "canceled")]
 
