@@ -25,6 +25,7 @@ from django.conf import settings
 
 from devtools.claude_sim import url_from_banner
 from devtools.web import web_command
+from devtools.webhook_receiver import url_from_banner as receiver_url_from_banner
 
 ROOT = Path(__file__).resolve().parents[2]
 # gunicorn names the address it bound (a free port when asked for port 0).
@@ -315,3 +316,42 @@ class EventStream:
 
     def close(self) -> None:
         self.connection.close()
+
+
+@dataclass
+class WebhookReceiver:
+    """devtools.webhook_receiver on a free loopback port; `extra` makes it misbehave."""
+
+    proc: subprocess.Popen
+    url: str
+
+    @classmethod
+    def start(cls, secret: str | Path, *extra: str, port: int = 0) -> WebhookReceiver:
+        given = ["--secret-file", str(secret)] if isinstance(secret, Path) else ["--secret", secret]
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "devtools.webhook_receiver",
+                "--port",
+                str(port),
+                *given,
+                *extra,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            return cls(proc=proc, url=receiver_url_from_banner(proc.stdout.readline()))
+        except ValueError:
+            stop_process(proc)
+            raise
+
+    def received(self) -> list[dict[str, Any]]:
+        """What arrived, oldest first."""
+        with urllib.request.urlopen(f"{self.url}/received.json", timeout=5) as response:
+            return list(reversed(json.load(response)))
+
+    def stop(self) -> None:
+        stop_process(self.proc)
