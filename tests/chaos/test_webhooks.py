@@ -73,12 +73,8 @@ def test_a_receiver_down_for_a_while_gets_every_event_once(stack, rng, tmp_path)
     secret_file.write_text(wait_for(lambda: signing_secret(stack), timeout=10, what="a secret"))
     receiver = WebhookReceiver.start(secret_file, port=port)
     try:
-
-        def acknowledged() -> Counter[str]:
-            return Counter(r["webhook_id"] for r in receiver.received() if r["status"] == 204)
-
         wait_for(
-            lambda: set(acknowledged()) >= expected,
+            lambda: set(acknowledged(stack)) >= expected,
             timeout=120,
             what="every event acknowledged",
             interval=0.5,
@@ -87,20 +83,28 @@ def test_a_receiver_down_for_a_while_gets_every_event_once(stack, rng, tmp_path)
     finally:
         receiver.stop()
 
+    # Every event reached the receiver, verified; a try whose answer came too late for the
+    # sender (its deadline) may have reached it twice: at least once, as promised.
     assert all(r["verified"] for r in received)
-    assert acknowledged_once(received) == expected
+    assert {r["webhook_id"] for r in received} == expected
+    acks = acknowledged(stack)
+    assert set(acks) == expected
+    twice = [webhook_id for webhook_id, count in acks.items() if count > 1]
+    assert not twice, f"acknowledged more than once: {twice}"
     delivered = stack.query(
-        "SELECT id, status FROM jobs_webhookmessage WHERE id = ANY(%s)", (list(expected),)
+        "SELECT status, count(*) FROM jobs_webhookmessage WHERE id = ANY(%s) GROUP BY status",
+        (list(expected),),
     )
-    assert {status for _, status in delivered} == {"delivered"}
-    assert len(delivered) == len(expected)
+    assert delivered == [("delivered", len(expected))]
     lost = stack.query("SELECT sum(lost_leases) FROM jobs_job WHERE id = ANY(%s::uuid[])", (ids,))
     assert lost[0][0] > 0, "the kill hit jobs in flight, or the test proved nothing"
 
 
-def acknowledged_once(received: list[dict]) -> set[str]:
-    """The ids acknowledged (204), failing if any was acknowledged twice."""
-    counts = Counter(r["webhook_id"] for r in received if r["status"] == 204)
-    twice = [webhook_id for webhook_id, count in counts.items() if count > 1]
-    assert not twice, f"acknowledged more than once: {twice}"
-    return set(counts)
+def acknowledged(stack: Stack) -> Counter[str]:
+    """Per message, the tries the sender saw answered with a 2xx."""
+    return Counter(
+        message
+        for (message,) in stack.query(
+            "SELECT message_id FROM jobs_webhookattempt WHERE http_status BETWEEN 200 AND 299"
+        )
+    )

@@ -17,7 +17,7 @@ from jobs.attempts import (
 )
 from jobs.batch_files import BatchItem
 from jobs.batches import batch_cancel, batch_submit
-from jobs.errors import DeliveryPending, InvalidInput
+from jobs.errors import DeliveryPending, IdempotencyKeyReused, InvalidInput
 from jobs.models import DeliveryStatus, Job, Outcome, WebhookEvent, WebhookMessage
 from jobs.submission import job_cancel, job_rerun, job_submit
 from jobs.webhooks import message_id, message_redeliver, webhook_check
@@ -206,3 +206,16 @@ def test_a_pending_message_cannot_be_redelivered_and_a_failed_one_is_tried_once_
     again = message_redeliver(message=message)
     assert again.status == DeliveryStatus.PENDING
     assert before <= again.next_attempt_at == again.retry_until
+
+
+def test_an_idempotency_key_replays_only_the_same_webhook(user):
+    first = job_submit(
+        owner=user, kind="summarize", input={"text": "Hi."}, idempotency_key="k", webhook=HOOK
+    )
+    again = job_submit(
+        owner=user, kind="summarize", input={"text": "Hi."}, idempotency_key="k", webhook=HOOK
+    )
+    assert again.replayed
+    assert again.job.pk == first.job.pk
+    with pytest.raises(IdempotencyKeyReused):
+        job_submit(owner=user, kind="summarize", input={"text": "Hi."}, idempotency_key="k")
