@@ -25,6 +25,7 @@ from jobs.batch_files import BatchFileError
 from jobs.errors import (
     BatchAlreadyFinished,
     BudgetExceeded,
+    DeliveryPending,
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
     InvalidInput,
@@ -54,6 +55,7 @@ SERVICE_ERROR_STATUS = {
     JobNotFinished: 409,
     BudgetExceeded: 402,
     SubmissionRateLimited: 429,
+    DeliveryPending: 409,
 }
 
 
@@ -560,3 +562,4 @@ def on_too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
 
 
 api.add_router("/batches", "webapp.batch_api.router")
+api.add_router("/webhooks", "webapp.webhook_api.router")

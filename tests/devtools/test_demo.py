@@ -23,7 +23,14 @@ import psycopg
 import pytest
 from django.conf import settings
 
-from devtools.demo import ENV_FILE, PASSWORD_FILE, TOKEN_FILE, group_members, port_free
+from devtools.demo import (
+    ENV_FILE,
+    PASSWORD_FILE,
+    TOKEN_FILE,
+    WEBHOOK_SECRET_FILE,
+    group_members,
+    port_free,
+)
 from devtools.servers import free_port, pid_alive
 from tests.integration.harness import database_url, wait_for
 
@@ -53,8 +60,8 @@ class Demo:
     """The demo as `make demo` runs it (under devtools.servers), in a process group of its
     own, on ports chosen free and a data directory of the test's."""
 
-    def __init__(self, database: str, data_dir: Path, ports: tuple[int, int]) -> None:
-        self.web_port, self.flower_port = ports
+    def __init__(self, database: str, data_dir: Path, ports: tuple[int, int, int]) -> None:
+        self.web_port, self.flower_port, self.webhook_port = ports
         self.data_dir = data_dir
         env = {**os.environ, "DATABASE_URL": database}
         env.pop("ANTHROPIC_API_KEY", None)
@@ -62,7 +69,8 @@ class Demo:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "devtools.servers", "run", "--",
              sys.executable, "-m", "devtools.demo", "--web-port", str(self.web_port),
-             "--flower-port", str(self.flower_port), "--sim-latency-ms", "100",
+             "--flower-port", str(self.flower_port), "--webhook-port", str(self.webhook_port),
+             "--sim-latency-ms", "100",
              "--data-dir", str(data_dir)],
             cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, start_new_session=True,
@@ -73,6 +81,10 @@ class Demo:
     @property
     def web(self) -> str:
         return f"http://127.0.0.1:{self.web_port}"
+
+    @property
+    def receiver(self) -> str:
+        return f"http://127.0.0.1:{self.webhook_port}"
 
     def read_until(self, start: str, *, timeout: float) -> None:
         def line_starts() -> bool:
@@ -107,11 +119,12 @@ def stop_and_check_nothing_is_left(demo: Demo) -> None:
     assert demo.proc.returncode == 0, output
     assert "still stopping" in output, "the second Ctrl-C came while stopping"
     assert "Traceback" not in output, output
-    assert len(pids) == 5, "simulator, web, worker, beat and flower"
+    assert len(pids) == 6, "simulator, web, worker, beat, flower and the webhook receiver"
     assert [pid for pid in pids if pid_alive(pid)] == [], output
     # Each child leads a group of its own (gunicorn's workers are in the web's).
-    assert [group_members(pgid) for pgid in [demo.proc.pid, *pids]] == [[]] * 6, output
-    assert all(port_free(port) for port in (demo.web_port, demo.flower_port, sim_port))
+    assert [group_members(pgid) for pgid in [demo.proc.pid, *pids]] == [[]] * 7, output
+    ports = (demo.web_port, demo.flower_port, demo.webhook_port, sim_port)
+    assert all(port_free(port) for port in ports)
     assert not (demo.data_dir / ENV_FILE).exists()
 
 
@@ -190,7 +203,7 @@ def active_demo_tokens(database: str) -> int:
 def test_a_restart_keeps_the_session_and_token_and_ctrl_c_twice_stops_it_all(
     demo_database_url, tmp_path
 ):
-    data_dir, ports = tmp_path / "demo", (free_port(), free_port())
+    data_dir, ports = tmp_path / "demo", (free_port(), free_port(), free_port())
     demo = Demo(demo_database_url, data_dir, ports)
     try:
         token = demo.value(r"API token\s+(\S+)")
@@ -198,6 +211,10 @@ def test_a_restart_keeps_the_session_and_token_and_ctrl_c_twice_stops_it_all(
         assert (data_dir / TOKEN_FILE).read_text() == token
         assert (data_dir / PASSWORD_FILE).stat().st_mode & 0o777 == 0o600
         assert (data_dir / TOKEN_FILE).stat().st_mode & 0o777 == 0o600
+        assert (data_dir / WEBHOOK_SECRET_FILE).stat().st_mode & 0o777 == 0o600
+        assert (data_dir / WEBHOOK_SECRET_FILE).read_text().startswith("whsec_")
+        assert f"Webhooks    {demo.receiver}/" in "".join(demo.output)
+        assert get(f"{demo.receiver}/received.json") == (200, b"[]")
         assert f"TOKEN=$(cat {data_dir / TOKEN_FILE})" in "".join(demo.output)
         exercise(demo, token, password, run=1)
         session = log_in(demo.web, password)
@@ -274,7 +291,7 @@ def test_the_readme_api_walkthrough_works_next_to_a_running_demo(demo_database_u
     assert README_PORT in api
     assert f"{README_DATA_DIR}/{TOKEN_FILE}" in api
     data_dir = tmp_path / "demo"
-    demo = Demo(demo_database_url, data_dir, (free_port(), free_port()))
+    demo = Demo(demo_database_url, data_dir, (free_port(), free_port(), free_port()))
     try:
         walkthrough = run_readme(api, demo, data_dir, tmp_path)
         # The batch commands continue the same shell session, with its TOKEN.

@@ -291,6 +291,7 @@ def _detail_context(batch: Batch) -> dict[str, Any]:
         "batch": batch,
         "progress": progress,
         "params": list(batch.params.items()),
+        "deliveries": selectors.subject_deliveries(subject=batch) if batch.webhook else [],
         "live": live,
         "time_left_ms": _time_left_ms(batch, progress.finished) if live else None,
     }

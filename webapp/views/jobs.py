@@ -205,6 +205,7 @@ def _detail_context(job: Job) -> dict[str, Any]:
         "job": job,
         "params": [(key, value) for key, value in job.input.items() if key != "text"],
         "calls": list(selectors.job_calls(job=job)),
+        "deliveries": selectors.subject_deliveries(subject=job) if job.webhook else [],
         "live": not job.is_finished,
         # A kind may ship its own small templates; any other shows through the generic ones.
         "input_template": _kind_template(job.kind, "input"),
