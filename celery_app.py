@@ -17,7 +17,8 @@ app.autodiscover_tasks(["workers"])
 
 @beat_init.connect
 def _beat_sends_no_task_sent_events(sender: Any, **kwargs: Any) -> None:
-    """Beat publishes only the chores (reaper, cleanup), every few seconds: their task-sent events
-    would list them in Flower as pending runs burying the jobs. The worker sends none for them
-    either (their tasks' send_events=False), so Flower shows job runs and nothing else."""
+    """Beat publishes only the chores (reaper, cleanup, dispatch, webhook sweep), every few
+    seconds: their task-sent events would list them in Flower as pending runs burying the jobs.
+    The worker sends none for them either (their tasks' send_events=False), so Flower shows
+    job runs and nothing else."""
     sender.app.conf.task_send_sent_event = False

@@ -19,9 +19,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from jobs import limits, rows
+from jobs import limits, rows, webhooks
 from jobs.events import job_status_publish
-from jobs.models import FINISHED, Job, Outcome, ProviderCall, Status
+from jobs.models import FINISHED, Job, Outcome, ProviderCall, Status, WebhookEvent
 from jobs.usage import Usage
 
 # Error messages are stored cut to this many characters: enough to read, not a whole body.
@@ -101,13 +101,20 @@ def _job_claim(job_id: UUID | str) -> Claim:
 
 
 def _claim(job_id: UUID | str, now: datetime, *, owner_unlimited_only: bool = False) -> Job | None:
-    return rows.job_claim(
+    """The claim, and its job.started message (first claim only) handed over at commit."""
+    claimed = rows.job_claim(
         job_id=job_id,
         now=now,
         lease_expires_at=now + timedelta(seconds=settings.AIJOBS_LEASE_SECONDS),
         owner_unlimited_only=owner_unlimited_only,
         default_max_running=settings.AIJOBS_MAX_RUNNING_PER_USER,
+        message_id=webhooks.message_id(job_id, WebhookEvent.JOB_STARTED),
+        retry_until=webhooks.retry_until(now),
     )
+    if claimed is None:
+        return None
+    webhooks.messages_hand_over(claimed.message_ids)
+    return claimed.job
 
 
 def _taken(job: Job | None) -> Claim:
@@ -176,14 +183,22 @@ def call_finish(
 def _settle(
     call: ProviderCall, report: CallReport, cost: Decimal, result: dict[str, Any] | None
 ) -> bool | None:
-    return rows.call_settle(
+    """The settle, and the job.completed message of a success handed over at commit."""
+    now = timezone.now()
+    settled = rows.call_settle(
         call_id=call.pk,
         attempt=call.attempt,
         report={**report.columns(), **report.usage.as_fields()},
         cost_usd=cost,
         result=result,
-        finished_at=timezone.now(),
+        finished_at=now,
+        message_id=webhooks.message_id(call.job_id, WebhookEvent.JOB_COMPLETED),
+        retry_until=webhooks.retry_until(now),
     )
+    if settled is None:
+        return None
+    webhooks.messages_hand_over(settled.message_ids)
+    return settled.succeeded
 
 
 def _update_held(job_id: UUID, attempt: int, **changes: Any) -> bool:
@@ -201,13 +216,24 @@ def _error(code: str, message: str) -> dict[str, str]:
 
 
 def job_fail(*, job_id: UUID, attempt: int, code: str, message: str) -> bool:
-    return _update_held(
-        job_id,
-        attempt,
-        status=Status.FAILED,
-        finished_at=timezone.now(),
-        **_error(code, message),
+    """Fail the job while this attempt holds it; its job.completed message is added by the
+    same statement and handed over at once."""
+    now = timezone.now()
+    error = _error(code, message)
+    added = rows.job_fail(
+        job_id=job_id,
+        attempt=attempt,
+        error_code=error["error_code"],
+        error_message=error["error_message"],
+        now=now,
+        message_id=webhooks.message_id(job_id, WebhookEvent.JOB_COMPLETED),
+        retry_until=webhooks.retry_until(now),
     )
+    if added is None:
+        return False
+    webhooks.messages_hand_over(added)
+    job_status_publish(job_id, Status.FAILED)
+    return True
 
 
 def job_schedule_retry(

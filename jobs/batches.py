@@ -23,10 +23,10 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from jobs import dispatch, limits, submission
+from jobs import dispatch, limits, submission, webhooks
 from jobs.batch_files import BatchFileError, BatchItem
 from jobs.errors import BatchAlreadyFinished, InvalidInput
-from jobs.models import FINISHED, Batch, BatchStatus, Job
+from jobs.models import FINISHED, Batch, BatchStatus, Job, WebhookEvent
 
 # A custom_id names an item in its results and can go into file names and URLs unchanged.
 CUSTOM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -53,6 +53,7 @@ class ValidBatch:
     max_tokens: int
     items: list[ValidItem]
     fingerprint: str  # of the request, for Idempotency-Key
+    target: dict[str, Any]  # the batch's webhook fields (its items get none)
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,11 @@ def batch_validate(
     mode: str,
     params: dict[str, Any],
     items: Iterable[BatchItem],
+    webhook: str | None = None,
+    webhook_events_filter: list[str] | None = None,
 ) -> ValidBatch:
-    """Every item checked as its job's input (`params` overridden by the item's own input).
+    """Every item checked as its job's input (`params` overridden by the item's own input),
+    and the batch's webhook against the address rules.
 
     Raises InvalidInput whose details list the first MAX_PROBLEMS problems as
     `{item, custom_id, loc, msg}`, or BatchFileError for a file that cannot be read, has no
@@ -79,8 +83,11 @@ def batch_validate(
     submission.input_model_check(model)
     submission.input_mode_check(mode)
     _check_params(params)
+    target = webhooks.webhook_target_check(webhook=webhook, events_filter=webhook_events_filter)
+    head = {"kind": kind, "model": model, "mode": mode, "params": params}
+    # As for a job: the webhook fields count only when there is a webhook.
     fingerprint = hashlib.sha256(
-        submission.canonical_json({"kind": kind, "model": model, "mode": mode, "params": params})
+        submission.canonical_json(head | target if target["webhook"] else head)
     )
     checker = _ItemChecker(module, params)
     for item in items:
@@ -94,6 +101,7 @@ def batch_validate(
         max_tokens=module.MAX_TOKENS,
         items=checker.valid_items(),
         fingerprint=fingerprint.hexdigest(),
+        target=target,
     )
 
 
@@ -210,13 +218,24 @@ def batch_submit(
     params: dict[str, Any],
     items: Iterable[BatchItem],
     idempotency_key: str | None = None,
+    webhook: str | None = None,
+    webhook_events_filter: list[str] | None = None,
 ) -> BatchSubmission:
-    """Validate every item, check the budget, then store the batch and its jobs at once.
+    """Validate every item and the webhook, check the budget, then store the batch and its
+    jobs at once.
 
     With `idempotency_key`, a request repeating an earlier one (same key, same body) gets that
     earlier batch back (`replayed`), as a job submission does.
     """
-    valid = batch_validate(kind=kind, model=model, mode=mode, params=params, items=items)
+    valid = batch_validate(
+        kind=kind,
+        model=model,
+        mode=mode,
+        params=params,
+        items=items,
+        webhook=webhook,
+        webhook_events_filter=webhook_events_filter,
+    )
     with transaction.atomic():
         if idempotency_key is not None:
             earlier = submission.earlier_for_key(
@@ -249,6 +268,7 @@ def _store(
         idempotency_key=idempotency_key,
         request_fingerprint=valid.fingerprint,
         rerun_of=rerun_of,
+        **valid.target,
     )
     Job.objects.bulk_create(_jobs(owner, batch, valid), batch_size=BULK_BATCH_SIZE)
     # The first window goes out now rather than at beat's next round.
@@ -283,14 +303,27 @@ def _check_budget(owner: AbstractBaseUser, valid: ValidBatch) -> None:
 
 
 def batch_cancel(*, batch: Batch) -> Batch:
-    """Cancel the batch and every unfinished item; BatchAlreadyFinished once it has ended."""
+    """Cancel the batch and every unfinished item; BatchAlreadyFinished once it has ended.
+
+    Its batch.completed message is written in the same transaction."""
+    now = timezone.now()
+    completed = WebhookEvent.BATCH_COMPLETED
     with transaction.atomic():
         open_statuses = (BatchStatus.QUEUED, BatchStatus.RUNNING)
         ended = Batch.objects.filter(pk=batch.pk, status__in=open_statuses).update(
-            status=BatchStatus.CANCELED, finished_at=timezone.now()
+            status=BatchStatus.CANCELED, finished_at=now
         )
         if ended:
             submission.jobs_cancel(Job.objects.filter(batch=batch))
+        if ended and webhooks.wants(batch.webhook, batch.webhook_events, completed):
+            message = webhooks.message_new(
+                event=completed,
+                subject_id=batch.pk,
+                owner_id=batch.owner_id,
+                url=batch.webhook,
+                now=now,
+            )
+            webhooks.messages_add([message])
     batch.refresh_from_db()
     if not ended:
         raise BatchAlreadyFinished(f"batch is already {batch.status}")
@@ -299,7 +332,7 @@ def batch_cancel(*, batch: Batch) -> Batch:
 
 def batch_rerun(*, owner: AbstractBaseUser, batch: Batch, status: str = "failed") -> Batch:
     """A new batch (`rerun_of` naming this one) of the items that ended in `status`, with their
-    custom_ids, checked and budgeted as any submission."""
+    custom_ids and the batch's webhook, checked and budgeted as any submission."""
     if batch.owner_id != owner.pk:
         raise ValueError("a batch can only be rerun by its owner")
     if status not in FINISHED:
@@ -314,7 +347,13 @@ def batch_rerun(*, owner: AbstractBaseUser, batch: Batch, status: str = "failed"
         for job in jobs.only("position", "custom_id", "input").iterator(chunk_size=2000)
     )
     valid = batch_validate(
-        kind=batch.kind, model=batch.model, mode=batch.mode, params=batch.params, items=items
+        kind=batch.kind,
+        model=batch.model,
+        mode=batch.mode,
+        params=batch.params,
+        items=items,
+        webhook=batch.webhook or None,
+        webhook_events_filter=batch.webhook_events,
     )
     with transaction.atomic():
         return _store(owner=owner, valid=valid, rerun_of=batch)

@@ -25,8 +25,8 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from celery_app import app as celery_app
-from jobs import rows
-from jobs.models import Job
+from jobs import rows, webhooks
+from jobs.models import Job, WebhookEvent
 from jobs.submission import job_enqueue
 
 log = logging.getLogger(__name__)
@@ -53,15 +53,23 @@ def _round() -> int:
         batch_ids = rows.batches_lock_live()
         if not batch_ids:
             return 0
-        job_ids = rows.batch_items_publish(
+        now = timezone.now()
+        published = rows.batch_items_publish(
             batch_ids=batch_ids,
             window=settings.AIJOBS_BATCH_WINDOW,
             limit=ROUND_LIMIT,
-            now=timezone.now(),
+            now=now,
+            # A batch that starts or ends in this round gets its message in the same statement.
+            started_ids=[webhooks.message_id(pk, WebhookEvent.BATCH_STARTED) for pk in batch_ids],
+            completed_ids=[
+                webhooks.message_id(pk, WebhookEvent.BATCH_COMPLETED) for pk in batch_ids
+            ],
+            retry_until=webhooks.retry_until(now),
         )
-        if job_ids:
-            transaction.on_commit(partial(_publish, job_ids))
-    return len(job_ids)
+        if published.job_ids:
+            transaction.on_commit(partial(_publish, published.job_ids))
+        webhooks.messages_hand_over(published.message_ids)
+    return len(published.job_ids)
 
 
 def _publish(job_ids: list[UUID]) -> None:

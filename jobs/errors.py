@@ -38,6 +38,12 @@ class BatchAlreadyFinished(ServiceError):
     code = "batch_finished"
 
 
+class DeliveryPending(ServiceError):
+    """A redeliver of a webhook message whose delivery is still going on."""
+
+    code = "delivery_pending"
+
+
 class SubmissionRateLimited(ServiceError):
     code = "rate_limited"
 

@@ -28,11 +28,15 @@ from jobs.models import (
     UNFINISHED,
     Batch,
     BatchStatus,
+    DeliveryStatus,
     Job,
     Outcome,
     ProviderCall,
     Status,
     UserLimits,
+    WebhookEvent,
+    WebhookFilter,
+    WebhookMessage,
 )
 from jobs.usage import TOKEN_FIELDS
 
@@ -93,6 +97,39 @@ def _literal(value: str) -> str:
 RUNNING, PENDING = _literal(Status.RUNNING), _literal(Outcome.PENDING)
 
 
+# --- webhook messages, added by the statement that makes the change they report -------------
+
+_MESSAGE_COLUMNS = (
+    "id, owner_id, type, job_id, batch_id, url, status, attempts, created_at, next_attempt_at,"
+    " retry_until, handed_over_at"
+)
+
+
+def _message_insert(
+    *,
+    source: str,
+    event: WebhookEvent,
+    wanted: WebhookFilter,
+    message_id: str = "%(message_id)s",
+    join: str = "",
+    condition: str = "",
+) -> str:
+    """An INSERT of the `event` message for each row of `source` (a job or batch that changed)
+    with a webhook that wants it, for a CTE; an id already there adds nothing, so a change
+    that repeats (a claim after a release) sends nothing twice. `handed_over_at` is set from
+    the start: its delivery task is sent at commit, and the sweep resends it if that fails."""
+    subject = ("NULL", f"{source}.id") if event.startswith("batch.") else (f"{source}.id", "NULL")
+    return f"""INSERT INTO {WebhookMessage._meta.db_table} ({_MESSAGE_COLUMNS})
+            SELECT {message_id}, {source}.owner_id, {_literal(event)}, {subject[0]}, {subject[1]},
+                {source}.webhook, {_literal(DeliveryStatus.PENDING)}, 0, %(now)s, %(now)s,
+                %(retry_until)s, %(now)s
+            FROM {source}{join}
+            WHERE {condition}{source}.webhook <> ''
+                AND {_literal(wanted)} = ANY({source}.webhook_events)
+            ON CONFLICT (id) DO NOTHING
+            RETURNING id"""
+
+
 # --- the status read -----------------------------------------------------------------------
 
 
@@ -112,6 +149,11 @@ def _job_of_owner_sql() -> str:
 # --- the claim -------------------------------------------------------------------------------
 
 
+class Claimed(NamedTuple):
+    job: Job
+    message_ids: list[str]  # the job.started message the claim added, if any
+
+
 def job_claim(
     *,
     job_id: UUID | str,
@@ -119,30 +161,49 @@ def job_claim(
     lease_expires_at: datetime,
     owner_unlimited_only: bool,
     default_max_running: int,
-) -> Job | None:
-    """Claim the job if it is claimable, and return it as claimed; None when it was not::
+    message_id: str,
+    retry_until: datetime,
+) -> Claimed | None:
+    """Claim the job if it is claimable, and return it as claimed, with the id of the
+    job.started message its webhook gets (`message_id`) when this claim added it; None when
+    the job was not claimed::
 
-        UPDATE jobs_job SET
-            status = 'running',
-            attempts = attempts + 1,
-            lost_leases = lost_leases + (CASE WHEN status = 'running' THEN 1 ELSE 0 END),
-            lease_expires_at = %(lease_expires_at)s,
-            started_at = %(now)s,
-            next_retry_at = NULL
-        WHERE id = %(id)s
-            AND (status IN ('queued', 'retrying')
-                 OR (status = 'running' AND lease_expires_at < %(now)s))
-            AND (NOT %(owner_unlimited_only)s OR COALESCE(
-                (SELECT max_running FROM jobs_userlimits WHERE user_id = owner_id),
-                %(default_max_running)s
-            ) = 0)
-        RETURNING <columns of jobs_job>
+        WITH claimed AS (
+            UPDATE jobs_job SET
+                status = 'running',
+                attempts = attempts + 1,
+                lost_leases = lost_leases + (CASE WHEN status = 'running' THEN 1 ELSE 0 END),
+                lease_expires_at = %(lease_expires_at)s,
+                started_at = %(now)s,
+                next_retry_at = NULL
+            WHERE id = %(id)s
+                AND (status IN ('queued', 'retrying')
+                     OR (status = 'running' AND lease_expires_at < %(now)s))
+                AND (NOT %(owner_unlimited_only)s OR COALESCE(
+                    (SELECT max_running FROM jobs_userlimits WHERE user_id = owner_id),
+                    %(default_max_running)s
+                ) = 0)
+            RETURNING <columns of jobs_job>
+        ),
+        started AS (
+            INSERT INTO jobs_webhookmessage (id, owner_id, type, job_id, batch_id, url, status,
+                attempts, created_at, next_attempt_at, retry_until, handed_over_at)
+            SELECT %(message_id)s, claimed.owner_id, 'job.started', claimed.id, NULL,
+                claimed.webhook, 'pending', 0, %(now)s, %(now)s, %(retry_until)s, %(now)s
+            FROM claimed
+            WHERE claimed.webhook <> '' AND 'start' = ANY(claimed.webhook_events)
+            ON CONFLICT (id) DO NOTHING
+            RETURNING id
+        )
+        SELECT <columns of jobs_job>, ARRAY(SELECT id FROM started) FROM claimed
 
     With `owner_unlimited_only` it also requires that the owner has no running
     limit: that is every claim unless running limits are in use, one round trip
     with no transaction. Parameters are bound on the client (Django's default),
     so PostgreSQL plans the statement with the flag's value and, without the
-    flag, leaves the condition and its subquery out.
+    flag, leaves the condition and its subquery out. A job without a webhook adds
+    nothing (the INSERT selects no row), and an id already there nothing either, so a claim
+    after a release or a retry sends no second job.started.
     """
     params = {
         "id": job_id,
@@ -150,8 +211,13 @@ def job_claim(
         "lease_expires_at": lease_expires_at,
         "owner_unlimited_only": owner_unlimited_only,
         "default_max_running": default_max_running,
+        "message_id": message_id,
+        "retry_until": retry_until,
     }
-    return _fetch_job(_claim_sql(), params)
+    with connection.cursor() as cursor:
+        cursor.execute(_claim_sql(), params)
+        row = cursor.fetchone()
+    return None if row is None else Claimed(job_columns().job(row[:-1]), row[-1])
 
 
 # The claim rule, written once: waiting for an attempt, or running on a lease that lapsed
@@ -164,21 +230,30 @@ _CLAIMABLE = (
 
 @cache
 def _claim_sql() -> str:
+    started = _message_insert(
+        source="claimed", event=WebhookEvent.JOB_STARTED, wanted=WebhookFilter.START
+    )
     return f"""
-        UPDATE {Job._meta.db_table} SET
-            status = {RUNNING},
-            attempts = attempts + 1,
-            lost_leases = lost_leases + (CASE WHEN status = {RUNNING} THEN 1 ELSE 0 END),
-            lease_expires_at = %(lease_expires_at)s,
-            started_at = %(now)s,
-            next_retry_at = NULL
-        WHERE id = %(id)s
-            AND ({_CLAIMABLE})
-            AND (NOT %(owner_unlimited_only)s OR COALESCE(
-                (SELECT max_running FROM {UserLimits._meta.db_table} WHERE user_id = owner_id),
-                %(default_max_running)s
-            ) = 0)
-        RETURNING {job_columns().sql}
+        WITH claimed AS (
+            UPDATE {Job._meta.db_table} SET
+                status = {RUNNING},
+                attempts = attempts + 1,
+                lost_leases = lost_leases + (CASE WHEN status = {RUNNING} THEN 1 ELSE 0 END),
+                lease_expires_at = %(lease_expires_at)s,
+                started_at = %(now)s,
+                next_retry_at = NULL
+            WHERE id = %(id)s
+                AND ({_CLAIMABLE})
+                AND (NOT %(owner_unlimited_only)s OR COALESCE(
+                    (SELECT max_running FROM {UserLimits._meta.db_table} WHERE user_id = owner_id),
+                    %(default_max_running)s
+                ) = 0)
+            RETURNING {job_columns().sql}
+        ),
+        started AS (
+            {started}
+        )
+        SELECT {job_columns().sql}, ARRAY(SELECT id FROM started) FROM claimed
     """
 
 
@@ -214,6 +289,11 @@ def _job_state_sql() -> str:
 # --- a call settled ----------------------------------------------------------------------------
 
 
+class Settled(NamedTuple):
+    succeeded: bool  # the job succeeded by this call
+    message_ids: list[str]  # the job.completed message that added, if any
+
+
 def call_settle(
     *,
     call_id: int,
@@ -222,10 +302,13 @@ def call_settle(
     cost_usd: Decimal,
     result: dict[str, Any] | None,
     finished_at: datetime,
-) -> bool | None:
+    message_id: str,
+    retry_until: datetime,
+) -> Settled | None:
     """Settle the pending call, add its usage to the job and, with `result`, succeed the job
-    if this attempt still holds it. None when the call was already settled; else whether the
-    job succeeded by it. One statement, so all of it happens or none::
+    if this attempt still holds it, adding the job.completed message (`message_id`) its
+    webhook gets. None when the call was already settled; else whether the job succeeded by
+    it. One statement, so all of it happens or none::
 
         WITH settled AS (
             UPDATE jobs_providercall SET
@@ -239,22 +322,39 @@ def call_settle(
                 cost_usd = %(cost_usd)s
             WHERE id = %(call_id)s AND outcome = 'pending'
             RETURNING job_id
+        ),
+        finished AS (
+            UPDATE jobs_job AS job SET
+                input_tokens = job.input_tokens + %(input_tokens)s,
+                output_tokens = job.output_tokens + %(output_tokens)s,
+                cache_creation_input_tokens = job.cache_creation_input_tokens
+                    + %(cache_creation_input_tokens)s,
+                cache_read_input_tokens = job.cache_read_input_tokens
+                    + %(cache_read_input_tokens)s,
+                cost_usd = job.cost_usd + %(cost_usd)s,
+                status = CASE WHEN <succeeds> THEN 'succeeded' ELSE job.status END,
+                result = CASE WHEN <succeeds> THEN %(result)s ELSE job.result END,
+                error_code = CASE WHEN <succeeds> THEN '' ELSE job.error_code END,
+                error_message = CASE WHEN <succeeds> THEN '' ELSE job.error_message END,
+                finished_at = CASE WHEN <succeeds> THEN %(finished_at)s ELSE job.finished_at END,
+                lease_expires_at = CASE WHEN <succeeds> THEN NULL ELSE job.lease_expires_at END
+            FROM settled WHERE job.id = settled.job_id
+            RETURNING job.id, job.owner_id, job.webhook, job.webhook_events,
+                %(succeed)s AND job.status = 'succeeded' AND job.attempts = %(attempt)s
+                    AS succeeded
+        ),
+        completed AS (
+            INSERT INTO jobs_webhookmessage (id, owner_id, type, job_id, batch_id, url, status,
+                attempts, created_at, next_attempt_at, retry_until, handed_over_at)
+            SELECT %(message_id)s, finished.owner_id, 'job.completed', finished.id, NULL,
+                finished.webhook, 'pending', 0, %(now)s, %(now)s, %(retry_until)s, %(now)s
+            FROM finished
+            WHERE finished.succeeded AND
+                finished.webhook <> '' AND 'completed' = ANY(finished.webhook_events)
+            ON CONFLICT (id) DO NOTHING
+            RETURNING id
         )
-        UPDATE jobs_job AS job SET
-            input_tokens = job.input_tokens + %(input_tokens)s,
-            output_tokens = job.output_tokens + %(output_tokens)s,
-            cache_creation_input_tokens = job.cache_creation_input_tokens
-                + %(cache_creation_input_tokens)s,
-            cache_read_input_tokens = job.cache_read_input_tokens + %(cache_read_input_tokens)s,
-            cost_usd = job.cost_usd + %(cost_usd)s,
-            status = CASE WHEN <succeeds> THEN 'succeeded' ELSE job.status END,
-            result = CASE WHEN <succeeds> THEN %(result)s ELSE job.result END,
-            error_code = CASE WHEN <succeeds> THEN '' ELSE job.error_code END,
-            error_message = CASE WHEN <succeeds> THEN '' ELSE job.error_message END,
-            finished_at = CASE WHEN <succeeds> THEN %(finished_at)s ELSE job.finished_at END,
-            lease_expires_at = CASE WHEN <succeeds> THEN NULL ELSE job.lease_expires_at END
-        FROM settled WHERE job.id = settled.job_id
-        RETURNING %(succeed)s AND job.status = 'succeeded' AND job.attempts = %(attempt)s
+        SELECT succeeded, ARRAY(SELECT id FROM completed) FROM finished
 
     where <succeeds> is
     `%(succeed)s AND job.status = 'running' AND job.attempts = %(attempt)s`, spelled
@@ -271,11 +371,14 @@ def call_settle(
         if result is None
         else Job._meta.get_field("result").get_db_prep_value(result, connection),
         "finished_at": finished_at,
+        "now": finished_at,
+        "message_id": message_id,
+        "retry_until": retry_until,
     }
     with connection.cursor() as cursor:
         cursor.execute(_call_settle_sql(), params)
         row = cursor.fetchone()
-    return None if row is None else row[0]
+    return None if row is None else Settled(*row)
 
 
 @cache
@@ -294,18 +397,105 @@ def _call_settle_sql() -> str:
         for name, value in success.items()
     ]
     call_set = [f"{name} = %({name})s" for name in (*CALL_REPORT_COLUMNS, *TOKEN_FIELDS)]
+    completed = _message_insert(
+        source="finished",
+        event=WebhookEvent.JOB_COMPLETED,
+        wanted=WebhookFilter.COMPLETED,
+        condition="finished.succeeded AND ",
+    )
     return f"""
         WITH settled AS (
             UPDATE {ProviderCall._meta.db_table} SET
                 {_lines(call_set, indent=16)}
             WHERE id = %(call_id)s AND outcome = {PENDING}
             RETURNING job_id
+        ),
+        finished AS (
+            UPDATE {Job._meta.db_table} AS job SET
+                {_lines(job_set, indent=16)}
+            FROM settled WHERE job.id = settled.job_id
+            RETURNING job.id, job.owner_id, job.webhook, job.webhook_events,
+                %(succeed)s AND job.status = {_literal(Status.SUCCEEDED)}
+                AND job.attempts = %(attempt)s AS succeeded
+        ),
+        completed AS (
+            {completed}
         )
-        UPDATE {Job._meta.db_table} AS job SET
-            {_lines(job_set, indent=12)}
-        FROM settled WHERE job.id = settled.job_id
-        RETURNING %(succeed)s AND job.status = {_literal(Status.SUCCEEDED)}
-            AND job.attempts = %(attempt)s
+        SELECT succeeded, ARRAY(SELECT id FROM completed) FROM finished
+    """
+
+
+def job_fail(
+    *,
+    job_id: UUID,
+    attempt: int,
+    error_code: str,
+    error_message: str,
+    now: datetime,
+    message_id: str,
+    retry_until: datetime,
+) -> list[str] | None:
+    """Fail the job if this attempt still holds it, adding the job.completed message
+    (`message_id`) its webhook gets; the ids of the messages added, or None when the attempt
+    no longer held the job. One statement::
+
+        WITH failed AS (
+            UPDATE jobs_job SET
+                status = 'failed',
+                finished_at = %(now)s,
+                error_code = %(error_code)s,
+                error_message = %(error_message)s,
+                lease_expires_at = NULL
+            WHERE id = %(id)s AND status = 'running' AND attempts = %(attempt)s
+            RETURNING id, owner_id, webhook, webhook_events
+        ),
+        completed AS (
+            INSERT INTO jobs_webhookmessage (id, owner_id, type, job_id, batch_id, url, status,
+                attempts, created_at, next_attempt_at, retry_until, handed_over_at)
+            SELECT %(message_id)s, failed.owner_id, 'job.completed', failed.id, NULL,
+                failed.webhook, 'pending', 0, %(now)s, %(now)s, %(retry_until)s, %(now)s
+            FROM failed
+            WHERE failed.webhook <> '' AND 'completed' = ANY(failed.webhook_events)
+            ON CONFLICT (id) DO NOTHING
+            RETURNING id
+        )
+        SELECT ARRAY(SELECT id FROM completed) FROM failed
+    """
+    params = {
+        "id": job_id,
+        "attempt": attempt,
+        "error_code": error_code,
+        "error_message": error_message,
+        "now": now,
+        "message_id": message_id,
+        "retry_until": retry_until,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_job_fail_sql(), params)
+        row = cursor.fetchone()
+    return None if row is None else row[0]
+
+
+@cache
+def _job_fail_sql() -> str:
+    completed = _message_insert(
+        source="failed", event=WebhookEvent.JOB_COMPLETED, wanted=WebhookFilter.COMPLETED
+    )
+    return f"""
+        WITH failed AS (
+            UPDATE {Job._meta.db_table} SET
+                status = {_literal(Status.FAILED)},
+                finished_at = %(now)s,
+                error_code = %(error_code)s,
+                error_message = %(error_message)s,
+                lease_expires_at = NULL
+            WHERE id = %(id)s AND status = {RUNNING} AND attempts = %(attempt)s
+            RETURNING id, owner_id, webhook, webhook_events
+        ),
+        completed AS (
+            {completed}
+        )
+        SELECT ARRAY(SELECT id FROM completed) FROM failed
     """
 
 
@@ -341,9 +531,21 @@ def _batches_lock_live_sql() -> str:
     return f"SELECT id FROM {Batch._meta.db_table} WHERE {_LIVE_BATCH} FOR UPDATE SKIP LOCKED"
 
 
+class Published(NamedTuple):
+    job_ids: list[UUID]  # round robin, as they are to be sent
+    message_ids: list[str]  # the batch.started and batch.completed messages added
+
+
 def batch_items_publish(
-    *, batch_ids: list[UUID], window: int, limit: int, now: datetime
-) -> list[UUID]:
+    *,
+    batch_ids: list[UUID],
+    window: int,
+    limit: int,
+    now: datetime,
+    started_ids: list[str],
+    completed_ids: list[str],
+    retry_until: datetime,
+) -> Published:
     """Mark published (enqueued_at) the next items of these locked batches, each batch up to
     `window` items published and unfinished, at most `limit` in all; start the batches that
     got their first items and finish those with nothing left. The items' ids come back round
@@ -381,6 +583,7 @@ def batch_items_publish(
         started AS (
             UPDATE jobs_batch SET status = 'running', started_at = %(now)s
             WHERE id IN (SELECT batch_id FROM published) AND status = 'queued'
+            RETURNING id, owner_id, webhook, webhook_events
         ),
         ended AS (
             UPDATE jobs_batch AS batch SET status = 'finished', finished_at = %(now)s
@@ -389,18 +592,52 @@ def batch_items_publish(
                     AND enqueued_at IS NULL AND status IN ('queued', 'running', 'retrying'))
                 AND NOT EXISTS (SELECT 1 FROM jobs_job WHERE batch_id = batch.id
                     AND enqueued_at IS NOT NULL AND status IN ('queued', 'running', 'retrying'))
+            RETURNING batch.id, batch.owner_id, batch.webhook, batch.webhook_events
+        ),
+        start_messages AS (
+            INSERT INTO jobs_webhookmessage (id, owner_id, type, job_id, batch_id, url, status,
+                attempts, created_at, next_attempt_at, retry_until, handed_over_at)
+            SELECT message.id, started.owner_id, 'batch.started', NULL, started.id,
+                started.webhook, 'pending', 0, %(now)s, %(now)s, %(retry_until)s, %(now)s
+            FROM started JOIN unnest(%(batch_ids)s::uuid[], %(started_ids)s::text[])
+                AS message (batch_id, id) ON message.batch_id = started.id
+            WHERE started.webhook <> '' AND 'start' = ANY(started.webhook_events)
+            ON CONFLICT (id) DO NOTHING
+            RETURNING id
+        ),
+        end_messages AS (
+            INSERT INTO jobs_webhookmessage (id, owner_id, type, job_id, batch_id, url, status,
+                attempts, created_at, next_attempt_at, retry_until, handed_over_at)
+            SELECT message.id, ended.owner_id, 'batch.completed', NULL, ended.id,
+                ended.webhook, 'pending', 0, %(now)s, %(now)s, %(retry_until)s, %(now)s
+            FROM ended JOIN unnest(%(batch_ids)s::uuid[], %(completed_ids)s::text[])
+                AS message (batch_id, id) ON message.batch_id = ended.id
+            WHERE ended.webhook <> '' AND 'completed' = ANY(ended.webhook_events)
+            ON CONFLICT (id) DO NOTHING
+            RETURNING id
         )
-        SELECT published.id FROM published JOIN picked ON picked.id = published.id
-        ORDER BY picked.slot, picked.turn, picked.created_at
+        SELECT
+            ARRAY(SELECT published.id FROM published JOIN picked ON picked.id = published.id
+                ORDER BY picked.slot, picked.turn, picked.created_at),
+            ARRAY(SELECT id FROM start_messages UNION ALL SELECT id FROM end_messages)
 
     An item is unpublished while unfinished with no enqueued_at: never sent, or its send
     failed (job_enqueue clears the mark). A batch that gets items is unfinished in this
-    statement's snapshot, so `started` and `ended` never touch the same row.
+    statement's snapshot, so `started` and `ended` never touch the same row. The messages'
+    ids come in `started_ids` and `completed_ids`, one for each of `batch_ids` in its place.
     """
-    params = {"batch_ids": batch_ids, "window": window, "limit": limit, "now": now}
+    params = {
+        "batch_ids": batch_ids,
+        "window": window,
+        "limit": limit,
+        "now": now,
+        "started_ids": started_ids,
+        "completed_ids": completed_ids,
+        "retry_until": retry_until,
+    }
     with connection.cursor() as cursor:
         cursor.execute(_batch_items_publish_sql(), params)
-        return [job_id for (job_id,) in cursor.fetchall()]
+        return Published(*cursor.fetchone())
 
 
 @cache
@@ -440,6 +677,7 @@ def _batch_items_publish_sql() -> str:
         started AS (
             UPDATE {batches} SET status = {running}, started_at = %(now)s
             WHERE id IN (SELECT batch_id FROM published) AND status = {queued}
+            RETURNING id, owner_id, webhook, webhook_events
         ),
         ended AS (
             UPDATE {batches} AS batch SET status = {_literal(BatchStatus.FINISHED)},
@@ -449,10 +687,34 @@ def _batch_items_publish_sql() -> str:
                     AND enqueued_at IS NULL AND {_UNFINISHED})
                 AND NOT EXISTS (SELECT 1 FROM {jobs} WHERE batch_id = batch.id
                     AND enqueued_at IS NOT NULL AND {_UNFINISHED})
+            RETURNING batch.id, batch.owner_id, batch.webhook, batch.webhook_events
+        ),
+        start_messages AS (
+            {_batch_message_insert("started", WebhookEvent.BATCH_STARTED)}
+        ),
+        end_messages AS (
+            {_batch_message_insert("ended", WebhookEvent.BATCH_COMPLETED)}
         )
-        SELECT published.id FROM published JOIN picked ON picked.id = published.id
-        ORDER BY picked.slot, picked.turn, picked.created_at
+        SELECT
+            ARRAY(SELECT published.id FROM published JOIN picked ON picked.id = published.id
+                ORDER BY picked.slot, picked.turn, picked.created_at),
+            ARRAY(SELECT id FROM start_messages UNION ALL SELECT id FROM end_messages)
     """
+
+
+def _batch_message_insert(source: str, event: WebhookEvent) -> str:
+    """The message for each batch of `source`, its id the one at the batch's place in
+    %(batch_ids)s of the started or the completed ids."""
+    started = event == WebhookEvent.BATCH_STARTED
+    ids = "%(started_ids)s" if started else "%(completed_ids)s"
+    return _message_insert(
+        source=source,
+        event=event,
+        wanted=WebhookFilter.START if started else WebhookFilter.COMPLETED,
+        message_id="message.id",
+        join=f" JOIN unnest(%(batch_ids)s::uuid[], {ids}::text[]) AS message (batch_id, id)"
+        f" ON message.batch_id = {source}.id",
+    )
 
 
 # --- advisory locks and the health check ---------------------------------------------------

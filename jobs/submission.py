@@ -26,7 +26,7 @@ from django.utils import timezone
 from pydantic import BaseModel, ValidationError
 
 from celery_app import app as celery_app
-from jobs import kinds, limits, rows
+from jobs import kinds, limits, rows, webhooks
 from jobs.errors import (
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
@@ -35,7 +35,7 @@ from jobs.errors import (
     JobNotFinished,
 )
 from jobs.events import job_status_publish
-from jobs.models import UNFINISHED, Batch, Job, Mode, Status
+from jobs.models import UNFINISHED, Batch, Job, Mode, Status, WebhookEvent
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 # name (not an import) is what keeps jobs independent of workers.
 RUN_JOB_TASK = "aijobs.run_job"
 
+# What a cancel reads to write the job.completed messages.
+WEBHOOK_COLUMNS = ("owner_id", "webhook", "webhook_events")
 # What an Idempotency-Key can name: a job, or a batch.
 Keyed = TypeVar("Keyed", Job, Batch)
 
@@ -123,10 +125,15 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
-def request_fingerprint(*, kind: str, input: dict[str, Any], model: str | None) -> str:
-    return hashlib.sha256(
-        canonical_json({"kind": kind, "input": input, "model": model})
-    ).hexdigest()
+def request_fingerprint(
+    *, kind: str, input: dict[str, Any], model: str | None, target: dict[str, Any] | None = None
+) -> str:
+    """Of the request's body; its webhook fields count only when it has a webhook, so the
+    fingerprints of requests without one stay what they were before webhooks existed."""
+    body = {"kind": kind, "input": input, "model": model}
+    if target and target["webhook"]:
+        body |= target
+    return hashlib.sha256(canonical_json(body)).hexdigest()
 
 
 def job_submit(
@@ -137,42 +144,45 @@ def job_submit(
     model: str | None = None,
     mode: str = Mode.STANDARD,
     idempotency_key: str | None = None,
+    webhook: str | None = None,
+    webhook_events_filter: list[str] | None = None,
 ) -> Submission:
     """Store a queued job and send its message once the row is committed.
 
     Without an idempotency key the job is one INSERT, which needs no transaction
-    of its own; the message goes out right after it.
+    of its own; the message goes out right after it. A webhook is checked against the
+    address rules (jobs.webhooks) before anything is written.
     """
     input_mode_check(mode)
     parsed = job_input_validate(kind=kind, input=input, model=model)
-    fingerprint = request_fingerprint(kind=kind, input=input, model=model)
+    target = webhooks.webhook_target_check(webhook=webhook, events_filter=webhook_events_filter)
+    fingerprint = request_fingerprint(kind=kind, input=input, model=model, target=target)
+    store = partial(
+        _store, owner=owner, kind=kind, model=model, parsed=parsed, fingerprint=fingerprint
+    )
     if idempotency_key is None:
-        return _store(owner=owner, kind=kind, model=model, parsed=parsed, fingerprint=fingerprint)
+        return store(target=target)
     with transaction.atomic():
         earlier = earlier_for_key(Job, owner=owner, key=idempotency_key, fingerprint=fingerprint)
         if earlier is not None:
             return Submission(job=earlier, replayed=True)
-        return _store(
-            owner=owner,
-            kind=kind,
-            model=model,
-            parsed=parsed,
-            fingerprint=fingerprint,
-            idempotency_key=idempotency_key,
-        )
+        return store(target=target, idempotency_key=idempotency_key)
 
 
 def job_rerun(*, owner: AbstractBaseUser, job: Job) -> Job:
-    """A new job with the finished `job`'s kind, input and model, `rerun_of` naming it.
+    """A new job with the finished `job`'s kind, input, model and webhook, `rerun_of` naming it.
 
-    Its input is checked again and the owner's limits and budget apply, as to any
-    submission. A job still queued, running or retrying raises JobNotFinished.
+    Its input and webhook are checked again and the owner's limits and budget apply, as to
+    any submission. A job still queued, running or retrying raises JobNotFinished.
     """
     if job.owner_id != owner.pk:
         raise ValueError("a job can only be rerun by its owner")
     if not job.is_finished:
         raise JobNotFinished(f"job is still {job.status}; it can be rerun once it has finished")
     parsed = job_input_validate(kind=job.kind, input=job.input, model=job.model)
+    target = webhooks.webhook_target_check(
+        webhook=job.webhook or None, events_filter=job.webhook_events
+    )
     fingerprint = request_fingerprint(kind=job.kind, input=job.input, model=job.model)
     return _store(
         owner=owner,
@@ -180,6 +190,7 @@ def job_rerun(*, owner: AbstractBaseUser, job: Job) -> Job:
         model=job.model,
         parsed=parsed,
         fingerprint=fingerprint,
+        target=target,
         rerun_of=job,
     ).job
 
@@ -191,6 +202,7 @@ def _store(
     model: str | None,
     parsed: BaseModel,
     fingerprint: str,
+    target: dict[str, Any],
     idempotency_key: str | None = None,
     rerun_of: Job | None = None,
 ) -> Submission:
@@ -205,6 +217,7 @@ def _store(
         request_fingerprint=fingerprint,
         enqueued_at=timezone.now(),
         rerun_of=rerun_of,
+        **target,
     )
     transaction.on_commit(partial(_announce, job_id=job.id))
     return Submission(job=job, replayed=False)
@@ -283,19 +296,31 @@ def jobs_cancel(jobs: QuerySet[Job]) -> int:
     """Cancel the unfinished ones of `jobs`; how many were canceled.
 
     Their rows are locked first, so the ones whose status events go out (at commit) are
-    exactly the ones this UPDATE canceled, not one a worker finished meanwhile.
+    exactly the ones this UPDATE canceled, not one a worker finished meanwhile; the
+    job.completed messages of those with a webhook are written in the same transaction.
     """
     unfinished = jobs.filter(status__in=UNFINISHED).select_for_update()
-    rows = list(unfinished.values_list("pk", "batch_id", "enqueued_at"))
-    canceled = Job.objects.filter(pk__in=[pk for pk, _, _ in rows]).update(
+    rows = list(unfinished.values_list("pk", "batch_id", "enqueued_at", *WEBHOOK_COLUMNS))
+    now = timezone.now()
+    canceled = Job.objects.filter(pk__in=[pk for pk, *_ in rows]).update(
         status=Status.CANCELED,
-        finished_at=timezone.now(),
+        finished_at=now,
         lease_expires_at=None,
         next_retry_at=None,
     )
+    completed = WebhookEvent.JOB_COMPLETED
+    webhooks.messages_add(
+        [
+            webhooks.message_new(
+                event=completed, subject_id=pk, owner_id=owner_id, url=url, now=now
+            )
+            for pk, _, _, owner_id, url, events in rows
+            if webhooks.wants(url, events, completed)
+        ]
+    )
     # A batch item the dispatcher never published has no worker and is followed on its batch's
     # page: a 100,000-item cancel sends events for its window, not for every row.
-    for pk, batch_id, enqueued_at in rows:
+    for pk, batch_id, enqueued_at, *_ in rows:
         if batch_id is None or enqueued_at is not None:
             job_status_publish(pk, Status.CANCELED)
     return canceled

@@ -35,8 +35,9 @@ from jobs.errors import (
     SubmissionRateLimited,
 )
 from jobs.health import system_health
-from jobs.models import FINISHED, Job, Mode, ProviderCall
+from jobs.models import FINISHED, Job, Mode, ProviderCall, WebhookFilter
 from jobs.models import Status as JobStatus
+from jobs.presenters import present_error, present_job, present_usage
 from jobs.tokens import api_token_authenticate
 from jobs.usage import TOKEN_COUNTS
 from webapp import sse
@@ -52,6 +53,7 @@ SERVICE_ERROR_STATUS = {
     IdempotencyKeyInFlight: 409,
     JobAlreadyFinished: 409,
     BatchAlreadyFinished: 409,
+    DeliveryPending: 409,
     JobNotFinished: 409,
     BudgetExceeded: 402,
     SubmissionRateLimited: 429,
@@ -115,6 +117,18 @@ def _known_kind(kind: str | None) -> str | None:
 KindName = Annotated[str, AfterValidator(_known_kind)]
 
 
+WEBHOOK_DOC = (
+    "an https URL to POST the job's events to, signed per Standard Webhooks "
+    "(http only to hosts in AIJOBS_WEBHOOK_ALLOWED_HOSTS)"
+)
+WEBHOOK_EVENTS_DOC = "the events sent: start, completed (default: completed)"
+
+
+class WebhookOut(Schema):
+    webhook: str | None = Field(description="where the events go; null for none")
+    webhook_events_filter: list[WebhookFilter] = Field(description="the events sent")
+
+
 class JobCreate(Schema):
     model_config = ConfigDict(extra="forbid")
 
@@ -124,6 +138,10 @@ class JobCreate(Schema):
     mode: Mode = Field(
         default=Mode.STANDARD,
         description="standard; economy (Message Batches) is not available yet",
+    )
+    webhook: str | None = Field(default=None, description=WEBHOOK_DOC)
+    webhook_events_filter: list[WebhookFilter] | None = Field(
+        default=None, description=WEBHOOK_EVENTS_DOC
     )
 
 
@@ -141,7 +159,7 @@ class JobError(Schema):
     message: str
 
 
-class JobOut(Schema):
+class JobOut(WebhookOut):
     id: UUID
     kind: str
     status: JobStatus
@@ -230,49 +248,13 @@ class UsageQuery(Schema):
 # --- presentation -------------------------------------------------------------------
 
 
-def _usage(row: Job | ProviderCall) -> dict[str, Any]:
-    counts = {name: getattr(row, name) for name in TOKEN_COUNTS}
-    return {**counts, "cost_usd": f"{row.cost_usd:.6f}"}
-
-
-def _error(code: str, message: str) -> dict[str, str] | None:
-    return {"code": code, "message": message} if code else None
-
-
-def timestamp(moment: datetime | None) -> str | None:
-    """RFC 3339 in UTC, as pydantic writes it, so every endpoint prints times alike."""
-    return moment.isoformat().replace("+00:00", "Z") if moment else None
-
-
-def present_job(job: Job) -> dict[str, Any]:
-    """The job as JSON-ready values, so a status poll need not go through pydantic."""
-    return {
-        "id": str(job.id),
-        "kind": job.kind,
-        "status": job.status,
-        "model": job.model,
-        "input": job.input,
-        "result": job.result,
-        "error": _error(job.error_code, job.error_message),
-        "attempts": job.attempts,
-        "usage": _usage(job),
-        "created_at": timestamp(job.created_at),
-        "started_at": timestamp(job.started_at),
-        "finished_at": timestamp(job.finished_at),
-        "next_retry_at": timestamp(job.next_retry_at),
-        "rerun_of": str(job.rerun_of_id) if job.rerun_of_id else None,
-        "batch_id": str(job.batch_id) if job.batch_id else None,
-        "custom_id": job.custom_id if job.batch_id else None,
-    }
-
-
 def present_call(call: ProviderCall) -> dict[str, Any]:
     return {
-        **_usage(call),
+        **present_usage(call),
         "attempt": call.attempt,
         "seq": call.seq,
         "outcome": call.outcome,
-        "error": _error(call.error_code, call.error_message),
+        "error": present_error(call.error_code, call.error_message),
         "http_status": call.http_status,
         "model": call.model,
         "stop_reason": call.stop_reason,
@@ -389,6 +371,8 @@ def _submit_released(
             model=payload.model,
             mode=payload.mode,
             idempotency_key=key,
+            webhook=payload.webhook,
+            webhook_events_filter=payload.webhook_events_filter,
         )
         return present_job(submitted.job), submitted.replayed
     finally:

@@ -22,10 +22,19 @@ from pydantic import ConfigDict, create_model
 
 from jobs import batches, selectors
 from jobs.batch_files import BatchItem, read_items, results_csv, results_jsonl, too_large
-from jobs.models import Batch, BatchStatus, Mode
+from jobs.models import Batch, BatchStatus, Mode, WebhookFilter
 from jobs.models import Status as JobStatus
-from jobs.usage import TOKEN_COUNTS
-from webapp.api import ERRORS, REPLAYED, UsageOut, idempotency_key, respond, timestamp
+from jobs.presenters import batch_location, present_batch
+from webapp.api import (
+    ERRORS,
+    REPLAYED,
+    WEBHOOK_DOC,
+    WEBHOOK_EVENTS_DOC,
+    UsageOut,
+    WebhookOut,
+    idempotency_key,
+    respond,
+)
 
 router = Router(tags=["batches"])
 
@@ -56,6 +65,10 @@ class BatchCreate(Schema):
         default_factory=dict, description="the kind's input fields other than text, shared"
     )
     items: list[BatchItemIn]
+    webhook: str | None = Field(default=None, description=WEBHOOK_DOC)
+    webhook_events_filter: list[WebhookFilter] | None = Field(
+        default=None, description=WEBHOOK_EVENTS_DOC
+    )
 
 
 BatchCounts = create_model(
@@ -63,7 +76,7 @@ BatchCounts = create_model(
 )
 
 
-class BatchOut(Schema):
+class BatchOut(WebhookOut):
     id: UUID
     kind: str
     model: str
@@ -111,6 +124,11 @@ UPLOAD_SCHEMA = {
         "format": {"type": "string", "enum": ["csv", "jsonl"], "description": "else by name"},
         "model": {"type": "string"},
         "mode": {"type": "string", "default": Mode.STANDARD},
+        "webhook": {"type": "string", "description": WEBHOOK_DOC},
+        "webhook_events_filter": {
+            "type": "string",
+            "description": "a comma list of start, completed (default: completed)",
+        },
     },
 }
 CREATE_BODY = {
@@ -127,33 +145,8 @@ CREATE_BODY = {
 # --- presentation -------------------------------------------------------------------
 
 
-def present_batch(batch: Batch) -> dict[str, Any]:
-    progress = selectors.batch_progress(batch=batch)
-    usage = {name: progress.usage[name] for name in TOKEN_COUNTS}
-    return {
-        "id": str(batch.id),
-        "kind": batch.kind,
-        "model": batch.model,
-        "mode": batch.mode,
-        "status": batch.status,
-        "params": batch.params,
-        "counts": progress.counts,
-        "total": progress.total,
-        "usage": {**usage, "cost_usd": f"{progress.usage['cost_usd']:.6f}"},
-        "created_at": timestamp(batch.created_at),
-        "started_at": timestamp(batch.started_at),
-        "finished_at": timestamp(batch.finished_at),
-        "results_url": f"{_location(batch)}/results",
-        "rerun_of": str(batch.rerun_of_id) if batch.rerun_of_id else None,
-    }
-
-
-def _location(batch: Batch) -> str:
-    return f"/api/v1/batches/{batch.id}"
-
-
 def _created(request: HttpRequest, batch: Batch, **headers: str) -> HttpResponse:
-    return respond(request, present_batch(batch), 201, Location=_location(batch), **headers)
+    return respond(request, present_batch(batch), 201, Location=batch_location(batch), **headers)
 
 
 def _owned_batch(request: HttpRequest, batch_id: UUID) -> Batch:
@@ -203,7 +196,16 @@ def _upload_batch(request: HttpRequest) -> dict[str, Any]:
         "mode": form.get("mode") or Mode.STANDARD,
         "params": _params(form.get("params")),
         "items": items,
+        "webhook": form.get("webhook") or None,
+        "webhook_events_filter": _events_filter(form.get("webhook_events_filter")),
     }
+
+
+def _events_filter(raw: str | None) -> list[str] | None:
+    """A comma list in a form field; the service checks its values."""
+    if raw is None:
+        return None
+    return [name.strip() for name in raw.split(",") if name.strip()]
 
 
 def _format_of(name: str) -> str:

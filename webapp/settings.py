@@ -304,6 +304,20 @@ AIJOBS_BATCH_DISPATCH_INTERVAL = env_float("AIJOBS_BATCH_DISPATCH_INTERVAL", 1.0
 # A comment line this often keeps proxies and load balancers from closing an idle stream.
 AIJOBS_SSE_KEEPALIVE_SECONDS = env_float("AIJOBS_SSE_KEEPALIVE_SECONDS", 15.0, minimum=0.1)
 
+# --- Webhooks --------------------------------------------------------------------
+# Hosts (names or addresses) a webhook may reach though they resolve to loopback, private or
+# other internal addresses, and that may take plain http: the demo and the tests list 127.0.0.1.
+AIJOBS_WEBHOOK_ALLOWED_HOSTS = env_list("AIJOBS_WEBHOOK_ALLOWED_HOSTS", [])
+# One try's whole deadline (connect, send, answer): a slow receiver cannot hold a worker.
+AIJOBS_WEBHOOK_TIMEOUT_SECONDS = env_float("AIJOBS_WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1)
+# A message is tried again for this long after its event, with backoff from this base (x4 a try).
+AIJOBS_WEBHOOK_RETRY_HOURS = env_float("AIJOBS_WEBHOOK_RETRY_HOURS", 24.0, minimum=0.0)
+AIJOBS_WEBHOOK_RETRY_BASE_SECONDS = env_float(
+    "AIJOBS_WEBHOOK_RETRY_BASE_SECONDS", 5.0, minimum=0.01
+)
+# Beat's sweep: hands over retries that are due and messages whose task was never sent or lost.
+AIJOBS_WEBHOOK_SWEEP_INTERVAL = env_float("AIJOBS_WEBHOOK_SWEEP_INTERVAL", 1.0, minimum=0.1)
+
 # One attempt is at most two provider calls (the answer and one repair round)
 # plus a few writes; the hard limit kills a task stuck beyond that. The lease
 # outlives the hard limit, so nobody reclaims a job whose task still runs.
@@ -349,6 +363,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "aijobs.dispatch_batches",
         "schedule": AIJOBS_BATCH_DISPATCH_INTERVAL,
         "options": {"expires": 10 * AIJOBS_BATCH_DISPATCH_INTERVAL},
+    },
+    # Like the dispatch round: a stale sweep is dropped, the next does the same work.
+    "sweep-webhooks": {
+        "task": "aijobs.sweep_webhooks",
+        "schedule": AIJOBS_WEBHOOK_SWEEP_INTERVAL,
+        "options": {"expires": 10 * AIJOBS_WEBHOOK_SWEEP_INTERVAL},
     },
 }
 # Flower needs both event flags to show workers and task states.

@@ -19,6 +19,10 @@ os.environ.setdefault("AIJOBS_MAX_ATTEMPTS", "4")
 os.environ.setdefault("AIJOBS_RETRY_BASE_DELAY", "0.2")
 os.environ.setdefault("AIJOBS_RETRY_MAX_DELAY", "2")
 os.environ.setdefault("AIJOBS_VISIBILITY_TIMEOUT", "25")
+# The tests' receivers listen on 127.0.0.1; retries come soon, a hung receiver is given up soon.
+os.environ.setdefault("AIJOBS_WEBHOOK_ALLOWED_HOSTS", "127.0.0.1")
+os.environ.setdefault("AIJOBS_WEBHOOK_RETRY_BASE_SECONDS", "0.2")
+os.environ.setdefault("AIJOBS_WEBHOOK_TIMEOUT_SECONDS", "2")
 # Each test run gets its own queue and Redis keys, so a stale message or rate-limit state from an
 # earlier run (or another checkout's run on the same Redis) never reaches this one. Set here, not
 # in a conftest: pytest-django loads these settings before any conftest is imported.

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from celery import Task, shared_task
 
-from jobs import dispatch, reaper
+from jobs import dispatch, reaper, webhooks
 from jobs.submission import RUN_JOB_TASK
 from workers import runner
+from workers import webhooks as webhook_delivery
 
 
 # The job row is the record of a job; Celery's result row would be a write per
@@ -37,3 +38,19 @@ def cleanup() -> dict[str, int]:
 def dispatch_batches() -> int:
     """Publish batch items up to each batch's window (beat every second, and kicks)."""
     return dispatch.batches_dispatch()
+
+
+# Retries are not Celery's: a failed try schedules the message again (jobs.webhooks), and the
+# sweep hands it over when due, so a lost task costs a lease, not the message.
+@shared_task(bind=True, name=webhooks.DELIVER_TASK, ignore_result=True)
+def deliver_webhook(self: Task, message_id: str) -> str | None:
+    """One try at delivering the webhook message."""
+    return webhook_delivery.message_deliver(
+        message_id=message_id, celery_task_id=self.request.id or ""
+    )
+
+
+@shared_task(name=webhooks.SWEEP_TASK, ignore_result=True, send_events=False)
+def sweep_webhooks() -> int:
+    """Hand over webhook messages that are due (beat, every AIJOBS_WEBHOOK_SWEEP_INTERVAL)."""
+    return webhooks.messages_sweep()

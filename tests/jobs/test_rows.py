@@ -15,6 +15,7 @@ STATEMENTS = {
     "claim": (rows.job_claim, rows._claim_sql),
     "claim state": (rows.job_state, rows._job_state_sql),
     "settle": (rows.call_settle, rows._call_settle_sql),
+    "fail": (rows.job_fail, rows._job_fail_sql),
     "live batches": (rows.batches_lock_live, rows._batches_lock_live_sql),
     "batch items published": (rows.batch_items_publish, rows._batch_items_publish_sql),
 }
