@@ -57,7 +57,6 @@ SERVICE_ERROR_STATUS = {
     JobNotFinished: 409,
     BudgetExceeded: 402,
     SubmissionRateLimited: 429,
-    DeliveryPending: 409,
 }
 
 

@@ -16,8 +16,9 @@ from ninja.errors import HttpError
 
 from jobs import selectors, webhooks
 from jobs.models import DeliveryStatus, WebhookAttempt, WebhookEvent, WebhookMessage, WebhookSecret
+from jobs.presenters import timestamp
 from jobs.webhook_secrets import previous_until, secret_for, secret_rotate
-from webapp.api import ERRORS, respond, timestamp
+from webapp.api import ERRORS, respond
 
 router = Router(tags=["webhooks"])
 # Neither a browser nor a proxy keeps a copy of an answer holding the secret.
