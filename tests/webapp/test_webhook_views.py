@@ -140,6 +140,14 @@ def test_redeliver_puts_the_message_back_and_returns_to_the_page_it_came_from(we
     assert message.status == DeliveryStatus.PENDING
 
 
+def test_the_live_log_sends_redeliver_back_to_the_page_not_the_fragment(web, user):
+    webhook_message(job_of(user, webhook=HOOK), status=DeliveryStatus.FAILED)
+
+    html = web.get(reverse("webhooks_live"), {"status": "failed"}).content.decode()
+
+    assert f'name="next" value="{reverse("webhooks")}?status=failed"' in html
+
+
 @pytest.mark.parametrize("target", ["https://elsewhere.example/", "//elsewhere.example/", "x"])
 def test_redeliver_never_redirects_off_the_site(web, user, target):
     message = webhook_message(job_of(user, webhook=HOOK), status=DeliveryStatus.FAILED)

@@ -53,8 +53,11 @@ def _log_context(request: HttpRequest) -> dict[str, Any]:
         # A cursor from an old or edited link: show the first page rather than an error.
         filters["cursor"] = None
         page = selectors.delivery_list(owner=request.user, limit=PAGE_SIZE, **filters)
+    query = request.GET.urlencode()
     return {
         "filters": form,
+        # Where a Redeliver button returns to: the page, also from the fragment it re-fetches.
+        "log_url": reverse("webhooks") + (f"?{query}" if query else ""),
         "filtered": bool(filters["status"]),
         "page": page,
         "first_page": filters["cursor"] is None,
@@ -92,7 +95,7 @@ def delivery_redeliver(request: HttpRequest, delivery_id: str) -> HttpResponse:
 
 
 def _back(request: HttpRequest) -> str:
-    """The page the form was on (the log with its filters, or a job's page), if it is ours."""
+    """The page the form was on (the log with its filters and page), if it is on this site."""
     target = request.POST.get("next", "")
     ours = url_has_allowed_host_and_scheme(
         target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
