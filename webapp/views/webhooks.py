@@ -14,13 +14,12 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from jobs import selectors, webhooks
-from jobs.errors import DeliveryPending, InvalidInput
+from jobs.errors import DeliveryPending
 from jobs.models import DeliveryStatus
 from jobs.webhook_secrets import previous_until, secret_for, secret_rotate
 from webapp.forms import DeliveryFilterForm
 from webapp.templatetags.aijobs import timestamp
-
-PAGE_SIZE = 20
+from webapp.views.jobs import listed
 
 
 @login_required
@@ -47,12 +46,7 @@ def webhook_list_live(request: HttpRequest) -> HttpResponse:
 def _log_context(request: HttpRequest) -> dict[str, Any]:
     form = DeliveryFilterForm(request.GET)
     filters = form.filters()
-    try:
-        page = selectors.delivery_list(owner=request.user, limit=PAGE_SIZE, **filters)
-    except InvalidInput:
-        # A cursor from an old or edited link: show the first page rather than an error.
-        filters["cursor"] = None
-        page = selectors.delivery_list(owner=request.user, limit=PAGE_SIZE, **filters)
+    page = listed(selectors.delivery_list, owner=request.user, filters=filters)
     query = request.GET.urlencode()
     return {
         "filters": form,
