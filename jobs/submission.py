@@ -45,6 +45,7 @@ RUN_JOB_TASK = "aijobs.run_job"
 
 # What a cancel reads to write the job.completed messages.
 WEBHOOK_COLUMNS = ("owner_id", "webhook", "webhook_events")
+
 # What an Idempotency-Key can name: a job, or a batch.
 Keyed = TypeVar("Keyed", Job, Batch)
 
@@ -158,15 +159,21 @@ def job_submit(
     target = webhooks.webhook_target_check(webhook=webhook, events_filter=webhook_events_filter)
     fingerprint = request_fingerprint(kind=kind, input=input, model=model, target=target)
     store = partial(
-        _store, owner=owner, kind=kind, model=model, parsed=parsed, fingerprint=fingerprint
+        _store,
+        owner=owner,
+        kind=kind,
+        model=model,
+        parsed=parsed,
+        fingerprint=fingerprint,
+        target=target,
     )
     if idempotency_key is None:
-        return store(target=target)
+        return store()
     with transaction.atomic():
         earlier = earlier_for_key(Job, owner=owner, key=idempotency_key, fingerprint=fingerprint)
         if earlier is not None:
             return Submission(job=earlier, replayed=True)
-        return store(target=target, idempotency_key=idempotency_key)
+        return store(idempotency_key=idempotency_key)
 
 
 def job_rerun(*, owner: AbstractBaseUser, job: Job) -> Job:

@@ -53,11 +53,11 @@ DEFAULT_PORTS = {"https": 443, "http": 80}
 # Categories of address a webhook may not reach unless listed (checked in this order).
 REFUSED_ADDRESSES = (
     ("loopback", "is_loopback"),
-    ("private", "is_private"),
+    ("unspecified", "is_unspecified"),
     ("link-local", "is_link_local"),
     ("multicast", "is_multicast"),
     ("reserved", "is_reserved"),
-    ("unspecified", "is_unspecified"),
+    ("private", "is_private"),
 )
 BACKOFF_FACTOR = 4
 BACKOFF_CAP = timedelta(hours=4)

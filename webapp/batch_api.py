@@ -261,8 +261,10 @@ def list_batches(request: HttpRequest, filters: Query[BatchFilters]) -> dict[str
 
 
 @router.get("/{batch_id}", response={200: BatchOut, **ERRORS}, summary="Get a batch")
-def get_batch(request: HttpRequest, batch_id: UUID) -> dict[str, Any]:
-    return present_batch(_owned_batch(request, batch_id))
+def get_batch(request: HttpRequest, batch_id: UUID) -> HttpResponse:
+    # As GET /jobs/{id}: the presented JSON as is, so a batch's webhook body (the same
+    # presenter) is byte for byte what this returns.
+    return respond(request, present_batch(_owned_batch(request, batch_id)), 200)
 
 
 @router.post("/{batch_id}/cancel", response={200: BatchOut, **ERRORS}, summary="Cancel a batch")

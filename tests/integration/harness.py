@@ -68,6 +68,18 @@ def stop_process(proc: subprocess.Popen, *, sig: int = signal.SIGTERM, timeout: 
         proc.wait(timeout=10)
 
 
+def announced(module: list[str], url_from: Callable[[str], str]) -> tuple[subprocess.Popen, str]:
+    """`python -m <module...>` started, and the URL its first line of output names."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *module], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        return proc, url_from(proc.stdout.readline())
+    except ValueError:
+        stop_process(proc)
+        raise
+
+
 @dataclass
 class Simulator:
     proc: subprocess.Popen
@@ -75,17 +87,7 @@ class Simulator:
 
     @classmethod
     def start(cls, *extra: str) -> Simulator:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "devtools.claude_sim", "--port", "0", *extra],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            return cls(proc=proc, url=url_from_banner(proc.stdout.readline()))
-        except ValueError:
-            stop_process(proc)
-            raise
+        return cls(*announced(["devtools.claude_sim", "--port", "0", *extra], url_from_banner))
 
     def stats(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"{self.url}/_sim/stats", timeout=5) as response:
@@ -328,25 +330,8 @@ class WebhookReceiver:
     @classmethod
     def start(cls, secret: str | Path, *extra: str, port: int = 0) -> WebhookReceiver:
         given = ["--secret-file", str(secret)] if isinstance(secret, Path) else ["--secret", secret]
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "devtools.webhook_receiver",
-                "--port",
-                str(port),
-                *given,
-                *extra,
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            return cls(proc=proc, url=receiver_url_from_banner(proc.stdout.readline()))
-        except ValueError:
-            stop_process(proc)
-            raise
+        module = ["devtools.webhook_receiver", "--port", str(port), *given, *extra]
+        return cls(*announced(module, receiver_url_from_banner))
 
     def received(self) -> list[dict[str, Any]]:
         """What arrived, oldest first."""
