@@ -43,12 +43,13 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-# Other ports: make demo WEB_PORT=8001 FLOWER_PORT=5556
+# Other ports: make demo WEB_PORT=8001 FLOWER_PORT=5556 WEBHOOK_PORT=8026
 WEB_PORT ?= 8000
 FLOWER_PORT ?= 5555
+WEBHOOK_PORT ?= 8025
 demo: install
 	$(PY) -m devtools.servers run -- $(PY) -m devtools.demo \
-	  --web-port $(WEB_PORT) --flower-port $(FLOWER_PORT)
+	  --web-port $(WEB_PORT) --flower-port $(FLOWER_PORT) --webhook-port $(WEBHOOK_PORT)
 
 # A new API token for another user (created if missing) of the running demo, alone on
 # stdout: TOKEN=$(make -s token API_USER=alice). The demo writes $(DEMO_DIR)/env while it runs.

@@ -2,15 +2,16 @@
 
 Run under `python -m devtools.servers run --`, which provides DATABASE_URL and
 REDIS_URL. Starts web (gunicorn with uvicorn workers, as docker-compose runs it), a Celery
-worker, beat, Flower (basic auth) and,
-without ANTHROPIC_API_KEY, the simulator; prints the URLs, the demo user's password
-and API token. Ctrl-C (or SIGTERM) stops every process it started, by PID; pressed
-again meanwhile, it is noted and the stopping goes on.
+worker, beat, Flower (basic auth), a webhook receiver (devtools.webhook_receiver, which
+verifies what the demo user's webhooks send) and, without ANTHROPIC_API_KEY, the simulator;
+prints the URLs, the demo user's password and API token. Ctrl-C (or SIGTERM) stops every
+process it started, by PID; pressed again meanwhile, it is noted and the stopping goes on.
 
 The data directory (default .data/demo) keeps what a restart reuses: the secret key,
 the demo user's password and API token (so sessions and the token survive), the logs
-and beat's schedule. While the demo runs it also holds `env`, the settings a shell
-needs to reach the demo's database (`make token` sources it).
+and beat's schedule. It also holds the demo user's webhook signing secret, written at each
+start for the receiver, which reads it on every request. While the demo runs it also holds
+`env`, the settings a shell needs to reach the demo's database (`make token` sources it).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ DEFAULT_DATA_DIR = ROOT / ".data" / "demo"
 SECRET_KEY_FILE = "secret_key"
 PASSWORD_FILE = "password"
 TOKEN_FILE = "api-token"
+WEBHOOK_SECRET_FILE = "webhook-secret"
 ENV_FILE = "env"
 DEMO_USER = "demo"
 DEMO_TOKEN_NAME = "demo"
@@ -115,6 +117,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m devtools.demo", description=__doc__)
     parser.add_argument("--web-port", type=int, default=8000)
     parser.add_argument("--flower-port", type=int, default=5555)
+    parser.add_argument("--webhook-port", type=int, default=8025, help="the webhook receiver's")
     parser.add_argument("--sim-latency-ms", type=int, default=DEFAULT_SIM_LATENCY_MS)
     parser.add_argument("--worker-concurrency", type=int, default=32)
     parser.add_argument(
@@ -149,16 +152,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def port_problem(args: argparse.Namespace) -> str | None:
-    """Why the web or Flower port can't be used, naming the way to choose another; or None."""
-    ports = {"web": args.web_port, "Flower": args.flower_port}
-    if args.web_port == args.flower_port:
-        return f"web and Flower would both use port {args.web_port}"
+    """Why a port the demo listens on can't be used, naming the way to choose another; or None."""
+    ports = {"web": args.web_port, "Flower": args.flower_port, "webhooks": args.webhook_port}
+    if len(set(ports.values())) < len(ports):
+        return (
+            f"web, Flower and the webhook receiver need three ports, not {sorted(ports.values())}"
+        )
     for name, port in ports.items():
         if not port_free(port):
             return (
                 f"port {port} ({name}) is in use on 127.0.0.1: stop what holds it, or choose "
-                "other ports: make demo WEB_PORT=8001 FLOWER_PORT=5556 (or pass --web-port "
-                "and --flower-port to python -m devtools.demo)"
+                "other ports: make demo WEB_PORT=8001 FLOWER_PORT=5556 WEBHOOK_PORT=8026 (or "
+                "pass --web-port, --flower-port and --webhook-port to python -m devtools.demo)"
             )
     return None
 
@@ -180,6 +185,9 @@ def run_demo(args: argparse.Namespace, children: list[Child], stop: StopRequests
     web = f"http://127.0.0.1:{args.web_port}"
     wait_until(lambda: workers_ready(web), "the web app to see a worker", stop, children)
     wait_until(lambda: listening(args.flower_port), "Flower to listen", stop, children)
+    wait_until(
+        lambda: listening(args.webhook_port), "the webhook receiver to listen", stop, children
+    )
     print_welcome(args, password, simulated="ANTHROPIC_BASE_URL" in env)
     watch(children, stop)
 
@@ -196,6 +204,8 @@ def demo_environment(args: argparse.Namespace) -> dict[str, str]:
         # Plain http on localhost: no https redirects, and cookies that come back.
         "DJANGO_HTTPS": "false",
         "AIJOBS_FLOWER_URL": f"http://127.0.0.1:{args.flower_port}",
+        # The demo's webhooks go to its receiver on this machine, over plain http.
+        "AIJOBS_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
     }
     if not os.environ.get("ANTHROPIC_API_KEY"):
         env.update(ANTHROPIC_API_KEY=SIMULATED_KEY, AIJOBS_SIMULATED="true")
@@ -224,11 +234,13 @@ def shell_env(env: dict[str, str]) -> str:
 
 def prepare_demo_user(data_dir: str) -> None:
     """Inside Django (`manage.py shell`): the staff user `demo`, with the password and API
-    token kept in data_dir, so a restart neither logs anyone out nor adds a token."""
+    token kept in data_dir, so a restart neither logs anyone out nor adds a token, and its
+    webhook signing secret written there for the receiver."""
     from django.contrib.auth import get_user_model
 
     from jobs.models import ApiToken
     from jobs.tokens import api_token_authenticate, api_token_create, api_token_revoke
+    from jobs.webhook_secrets import secret_for
 
     folder = Path(data_dir)
     password = read_or_create(folder / PASSWORD_FILE, lambda: secrets.token_urlsafe(12))
@@ -238,6 +250,8 @@ def prepare_demo_user(data_dir: str) -> None:
         user.set_password(password)
     user.is_staff = user.is_superuser = user.is_active = True
     user.save()
+    # Written every start: the secret may have been rotated on the Webhooks page since.
+    write_private(folder / WEBHOOK_SECRET_FILE, secret_for(user).secret)
     token_path = folder / TOKEN_FILE
     if token_path.exists() and api_token_authenticate(token_path.read_text().strip()) == user:
         return
@@ -288,6 +302,10 @@ def service_commands(args: argparse.Namespace) -> dict[str, list[str]]:
         ],
         "beat": [*celery, "beat", "-l", "INFO", "-s", str(args.data_dir / "celerybeat-schedule")],
         "flower": [*celery, "flower", "--address=127.0.0.1", f"--port={args.flower_port}"],
+        "webhooks": [
+            sys.executable, "-m", "devtools.webhook_receiver", "--port", str(args.webhook_port),
+            "--secret-file", str(args.data_dir / WEBHOOK_SECRET_FILE),
+        ],
     }  # fmt: skip
 
 
@@ -408,6 +426,7 @@ def shown(path: Path) -> str:
 
 def print_welcome(args: argparse.Namespace, password: str, *, simulated: bool) -> None:
     web = f"http://127.0.0.1:{args.web_port}"
+    receiver = f"http://127.0.0.1:{args.webhook_port}"
     token_path = args.data_dir / TOKEN_FILE
     mode = (
         "SIMULATED: ANTHROPIC_API_KEY is unset, so jobs run against the Claude simulator."
@@ -423,6 +442,7 @@ def print_welcome(args: argparse.Namespace, password: str, *, simulated: bool) -
         f"  Web UI      {web}/",
         f"  API docs    {web}/api/v1/docs",
         f"  Flower      http://127.0.0.1:{args.flower_port}/",
+        f"  Webhooks    {receiver}/ (a receiver that verifies them: use {receiver}/hooks)",
         f"  API token   {token_path.read_text().strip()} (in {shown(token_path)})",
         f"  Logs        {shown(args.data_dir / 'logs')}/",
         "",

@@ -13,13 +13,22 @@ from typing import Any
 from uuid import UUID
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 
 from jobs import rows
 from jobs.errors import InvalidInput
 from jobs.events import job_events_read
-from jobs.models import FINISHED, ApiToken, Batch, Job, ProviderCall, Status
+from jobs.models import (
+    FINISHED,
+    ApiToken,
+    Batch,
+    Job,
+    ProviderCall,
+    Status,
+    WebhookMessage,
+)
 from jobs.usage import TOKEN_COUNTS, TOKEN_FIELDS
 
 MAX_PAGE = 100
@@ -35,7 +44,7 @@ def job_get(*, owner: AbstractBaseUser, job_id: UUID) -> Job | None:
 
 @dataclass(frozen=True)
 class Page:
-    items: list[Any]  # jobs or batches
+    items: list[Any]  # jobs, batches or webhook messages
     next_cursor: str | None
 
 
@@ -62,7 +71,7 @@ def job_list(
 def _newest_first(rows: QuerySet[Any], *, limit: int, cursor: str | None) -> Page:
     rows = rows.order_by("-created_at", "-id")
     if cursor:
-        created_at, last_id = _decode_cursor(cursor)
+        created_at, last_id = _decode_cursor(cursor, rows.model)
         rows = rows.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=last_id))
     items = list(rows[: limit + 1])
     if len(items) <= limit:
@@ -71,17 +80,18 @@ def _newest_first(rows: QuerySet[Any], *, limit: int, cursor: str | None) -> Pag
     return Page(items=items[:limit], next_cursor=_encode_cursor(last))
 
 
-def _encode_cursor(row: Job | Batch) -> str:
+def _encode_cursor(row: Job | Batch | WebhookMessage) -> str:
     raw = f"{row.created_at.isoformat()}|{row.id}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+def _decode_cursor(cursor: str, model: type[Any]) -> tuple[datetime, Any]:
+    """The cursor's time and id, the id as the model's primary key takes it (a UUID, a str)."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        created, _, job_id = base64.urlsafe_b64decode(padded).decode().partition("|")
-        return datetime.fromisoformat(created), UUID(job_id)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        created, _, last_id = base64.urlsafe_b64decode(padded).decode().partition("|")
+        return datetime.fromisoformat(created), model._meta.pk.to_python(last_id)
+    except (ValueError, ValidationError, binascii.Error, UnicodeDecodeError):
         raise InvalidInput(
             "cursor is invalid",
             details=[{"loc": ["query", "cursor"], "msg": "not a cursor from this API"}],
@@ -214,6 +224,35 @@ def batch_result_rows(*, batch: Batch) -> Iterator[dict[str, Any]]:
             **counts,
             "cost_usd": f"{usage[-1]:.6f}",
         }
+
+
+# --- webhook deliveries ------------------------------------------------------------------------
+
+
+def delivery_list(
+    *,
+    owner: AbstractBaseUser,
+    status: str | None = None,
+    limit: int = 20,
+    cursor: str | None = None,
+) -> Page:
+    """The owner's webhook messages, newest first and paginated as jobs are, each with its
+    tries (fetched for the whole page in one more query)."""
+    messages = WebhookMessage.objects.filter(owner=owner).prefetch_related("tries")
+    if status:
+        messages = messages.filter(status=status)
+    return _newest_first(messages, limit=limit, cursor=cursor)
+
+
+def delivery_get(*, owner: AbstractBaseUser, delivery_id: str) -> WebhookMessage | None:
+    return (
+        WebhookMessage.objects.filter(owner=owner, pk=delivery_id).prefetch_related("tries").first()
+    )
+
+
+def subject_deliveries(*, subject: Job | Batch) -> list[WebhookMessage]:
+    """A job's or a batch's webhook messages with their tries, in the order they were sent."""
+    return list(subject.webhook_messages.order_by("created_at", "id").prefetch_related("tries"))
 
 
 def api_token_list(*, user: AbstractBaseUser) -> QuerySet[ApiToken]:

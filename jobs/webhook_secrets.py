@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
@@ -56,10 +56,14 @@ def signing_secrets(user_id: int) -> list[str]:
         user_id=user_id, defaults={"secret": _new_secret()}
     )
     keys = [secret.secret]
-    if (
-        secret.previous
-        and secret.previous_expires_at
-        and secret.previous_expires_at > timezone.now()
-    ):
+    if previous_until(secret) is not None:
         keys.append(secret.previous)
     return keys
+
+
+def previous_until(secret: WebhookSecret) -> datetime | None:
+    """When the secret a rotation replaced stops signing; None when it signs no more."""
+    expires = secret.previous_expires_at
+    if secret.previous and expires is not None and expires > timezone.now():
+        return expires
+    return None

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.db import connections
+from django.utils import timezone
 
 from jobs.attempts import CallReport, call_begin, call_finish
-from jobs.models import Batch, Job, Outcome, ProviderCall
+from jobs.models import (
+    Batch,
+    DeliveryStatus,
+    Job,
+    Outcome,
+    ProviderCall,
+    WebhookAttempt,
+    WebhookEvent,
+    WebhookMessage,
+)
 from jobs.usage import Usage
 
 
@@ -75,3 +86,37 @@ def batch_of(owner: Any, texts: list[str], *, kind: str = "summarize") -> Batch:
         for position, text in enumerate(texts, start=1)
     )  # fmt: skip
     return batch
+
+
+# Loopback, as every address in the tests; nothing is sent to it (no delivery task runs).
+UNSENT_WEBHOOK = "http://127.0.0.1:9/hooks"
+
+
+def webhook_message(
+    subject: Job | Batch,
+    *,
+    event: WebhookEvent = WebhookEvent.JOB_COMPLETED,
+    status: DeliveryStatus = DeliveryStatus.DELIVERED,
+    tries: Sequence[dict[str, Any]] = (),
+    created_at: datetime | None = None,
+) -> WebhookMessage:
+    """A message about `subject` as delivery leaves it: `status`, and a WebhookAttempt per
+    item of `tries` (its fields), numbered from 1. Written directly: no task is sent."""
+    now = created_at or timezone.now()
+    message = WebhookMessage.objects.create(
+        id=f"msg_{uuid.uuid4().hex}",
+        owner_id=subject.owner_id,
+        type=event,
+        job=subject if isinstance(subject, Job) else None,
+        batch=subject if isinstance(subject, Batch) else None,
+        url=subject.webhook or UNSENT_WEBHOOK,
+        status=status,
+        attempts=len(tries),
+        created_at=now,
+        next_attempt_at=now + timedelta(seconds=20),
+        retry_until=now + timedelta(hours=24),
+        delivered_at=now if status == DeliveryStatus.DELIVERED else None,
+    )
+    for number, fields in enumerate(tries, start=1):
+        WebhookAttempt.objects.create(message=message, attempt=number, **fields)
+    return message

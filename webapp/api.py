@@ -545,3 +545,4 @@ def on_too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
 
 
 api.add_router("/batches", "webapp.batch_api.router")
+api.add_router("/webhooks", "webapp.webhook_api.router")

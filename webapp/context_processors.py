@@ -22,6 +22,9 @@ NAV_SECTIONS = {
     "usage": "usage",
     "tokens": "tokens",
     "token_revoke": "tokens",
+    "webhooks": "webhooks",
+    "webhook_secret_rotate": "webhooks",
+    "delivery_redeliver": "webhooks",
 }
 
 

@@ -16,7 +16,7 @@ from django import forms
 from django.conf import settings
 
 from jobs import kinds
-from jobs.models import Status
+from jobs.models import DeliveryStatus, Status
 from webapp import kind_forms
 
 # Pydantic's wording for a missing field reads like a programmer's.
@@ -308,6 +308,20 @@ class JobFilterForm(forms.Form):
         self.is_valid()
         names = ("status", "kind", "batch", "cursor")
         return {name: self.cleaned_data.get(name) or None for name in names}
+
+
+class DeliveryFilterForm(forms.Form):
+    """The delivery log's filter; an unknown value is dropped, as on the jobs list."""
+
+    status = forms.ChoiceField(
+        required=False, choices=[("", "All deliveries"), *DeliveryStatus.choices]
+    )
+    cursor = forms.CharField(required=False, widget=forms.HiddenInput)
+
+    def filters(self) -> dict[str, Any]:
+        """Keyword arguments for selectors.delivery_list from the valid fields."""
+        self.is_valid()
+        return {name: self.cleaned_data.get(name) or None for name in ("status", "cursor")}
 
 
 class UsageRangeForm(forms.Form):

@@ -6,7 +6,7 @@ from django.urls import URLPattern, path
 from django.views.generic import RedirectView
 
 from webapp.api import api
-from webapp.views import batches, jobs, tokens, usage
+from webapp.views import batches, jobs, tokens, usage, webhooks
 
 
 def slashed(route: str, name: str) -> URLPattern:
@@ -54,4 +54,13 @@ urlpatterns = [
     path("tokens", tokens.token_list, name="tokens"),
     slashed("tokens", "tokens"),
     path("tokens/<int:token_id>/revoke", tokens.token_revoke, name="token_revoke"),
+    path("webhooks", webhooks.webhook_list, name="webhooks"),
+    slashed("webhooks", "webhooks"),
+    path("webhooks/live", webhooks.webhook_list_live, name="webhooks_live"),
+    path("webhooks/secret/rotate", webhooks.webhook_secret_rotate, name="webhook_secret_rotate"),
+    path(
+        "webhooks/deliveries/<str:delivery_id>/redeliver",
+        webhooks.delivery_redeliver,
+        name="delivery_redeliver",
+    ),
 ]

@@ -17,10 +17,10 @@ from django.conf import settings
 from playwright.sync_api import expect
 
 from jobs import dispatch
-from jobs.models import Batch, BatchStatus, Job
+from jobs.models import Batch, BatchStatus, Job, WebhookEvent
 from tests.browser.conftest import DESKTOP, PHONE
-from tests.browser.test_pages import OVERFLOWS
-from tests.helpers import unique
+from tests.browser.test_pages import LONG_WEBHOOK, OVERFLOWS
+from tests.helpers import unique, webhook_message
 from tests.kinds import example_input
 from tests.webapp.test_batch_views import make_batch, started
 from webapp.views.batches import PREVIEW_BYTES, PREVIEW_ROWS
@@ -197,6 +197,10 @@ def batch_pages(user) -> list[str]:
     running = started(make_batch(user, kind="extract", statuses=("succeeded", "running")), 20)
     canceled = make_batch(user, kind="summarize", statuses=("canceled",), status="canceled")
     item = Job.objects.filter(batch=running).first()
+    Batch.objects.filter(pk=finished.pk).update(webhook=LONG_WEBHOOK)
+    finished.refresh_from_db()
+    webhook_message(finished, event=WebhookEvent.BATCH_STARTED, tries=[{"http_status": 204}])
+    webhook_message(finished, event=WebhookEvent.BATCH_COMPLETED, tries=[{"error": "timed out"}])
     return [
         "/batches",
         *(f"/batches/{batch.id}" for batch in (finished, running, canceled)),

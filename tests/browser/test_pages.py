@@ -18,11 +18,18 @@ from playwright.sync_api import expect
 
 from jobs import attempts, kinds, submission
 from jobs.events import job_event_publish
-from jobs.models import ApiToken, Job, Outcome, ProviderCall
+from jobs.models import (
+    ApiToken,
+    DeliveryStatus,
+    Job,
+    Outcome,
+    ProviderCall,
+    WebhookEvent,
+)
 from jobs.tokens import api_token_create, api_token_revoke
 from jobs.usage import Usage
 from tests.browser.conftest import DESKTOP, PHONE
-from tests.helpers import record_call, unique
+from tests.helpers import record_call, unique, webhook_message
 from tests.integration.harness import wait_for
 from tests.kinds import every_kind, example_input, example_output, stored_input
 
@@ -379,6 +386,7 @@ def every_page(user, history) -> list[str]:
     jobs = Job.objects.filter(owner=user)
     shown = [jobs.filter(kind=kind, status="succeeded").first() for kind in kinds.names()]
     shown += [jobs.filter(status=status).first() for status in ("retrying", "running", "canceled")]
+    with_webhook_log(shown[0])
     return [
         "/",
         "/?status=retrying",
@@ -387,7 +395,43 @@ def every_page(user, history) -> list[str]:
         "/usage",
         "/usage?days=30",
         "/tokens",
+        "/webhooks",
+        "/webhooks?status=failed",
     ]
+
+
+# The longest a receiver's URL and answers get on the pages: cut short or wrapped, never wider.
+LONG_WEBHOOK = "http://127.0.0.1:8025/hooks/" + "a-rather-long-path-segment/" * 6 + "?token=abc"
+LONG_ANSWER = '{"error": "' + "the receiver explains at length why it refused this " * 8 + '"}'
+
+
+def with_webhook_log(job: Job) -> None:
+    """`job` with a webhook and a message in each delivery state, with long answers."""
+    Job.objects.filter(pk=job.pk).update(
+        webhook=LONG_WEBHOOK, webhook_events=["start", "completed"]
+    )
+    job.refresh_from_db()
+    webhook_message(
+        job,
+        event=WebhookEvent.JOB_STARTED,
+        tries=[
+            {"http_status": 503, "latency_ms": 10_042, "response_head": LONG_ANSWER},
+            {"error": "connection refused: nothing listens at 127.0.0.1:8025 " * 3},
+            {"http_status": 204, "latency_ms": 12},
+        ],
+    )
+    webhook_message(
+        job,
+        status=DeliveryStatus.FAILED,
+        tries=[{"http_status": 410, "latency_ms": 40, "response_head": LONG_ANSWER}],
+    )
+    webhook_message(job, event=WebhookEvent.JOB_STARTED, status=DeliveryStatus.PENDING)
+
+
+def revealed_secret(page) -> None:
+    page.goto("/webhooks")
+    page.get_by_role("button", name="Show").click()
+    expect(page.locator("#webhook-secret")).to_have_attribute("type", "text")
 
 
 def created_token(page) -> None:
@@ -409,6 +453,8 @@ def test_no_page_breaks_the_content_security_policy(page, every_page, console_er
         visited[url] = page.evaluate("window.cspViolations")
     created_token(page)
     visited["/tokens (created)"] = page.evaluate("window.cspViolations")
+    revealed_secret(page)
+    visited["/webhooks (secret shown)"] = page.evaluate("window.cspViolations")
     page.context.clear_cookies()
     page.goto("/login/")
     visited["/login/"] = page.evaluate("window.cspViolations")
@@ -430,6 +476,8 @@ def test_no_page_is_wider_than_its_box(page, every_page, size):
     found[called] = page.evaluate(OVERFLOWS, size == PHONE)
     created_token(page)
     found["/tokens (created)"] = page.evaluate(OVERFLOWS, size == PHONE)
+    revealed_secret(page)
+    found["/webhooks (secret shown)"] = page.evaluate(OVERFLOWS, size == PHONE)
     page.context.clear_cookies()
     page.goto("/login/")
     found["/login/"] = page.evaluate(OVERFLOWS, size == PHONE)

@@ -28,9 +28,8 @@ from jobs.batch_files import BatchFileError, BatchItem
 from jobs.errors import InvalidInput, ServiceError
 from jobs.models import Batch, BatchStatus, Mode
 from webapp.forms import BatchForm, ItemProblem
-from webapp.views.jobs import submit_form
+from webapp.views.jobs import listed, submit_form
 
-PAGE_SIZE = 20
 # The script sends at most this much of a file for its preview: enough for many rows, small
 # enough to check at once. The estimate for a longer file is scaled from it by size.
 PREVIEW_BYTES = 256 * 1024
@@ -57,18 +56,13 @@ def batch_list_live(request: HttpRequest) -> HttpResponse:
 
 
 def _list_context(request: HttpRequest) -> dict[str, Any]:
-    cursor = request.GET.get("cursor") or None
-    try:
-        page = selectors.batch_list(owner=request.user, cursor=cursor, limit=PAGE_SIZE)
-    except InvalidInput:
-        # A cursor from an old or edited link: show the first page rather than an error.
-        cursor = None
-        page = selectors.batch_list(owner=request.user, limit=PAGE_SIZE)
+    filters = {"cursor": request.GET.get("cursor") or None}
+    page = listed(selectors.batch_list, owner=request.user, filters=filters)
     rows = [(batch, selectors.batch_progress(batch=batch)) for batch in page.items]
     return {
         "page": page,
         "rows": rows,
-        "first_page": cursor is None,
+        "first_page": filters["cursor"] is None,
         "live": any(batch.status in UNFINISHED for batch in page.items),
     }
 
@@ -291,6 +285,7 @@ def _detail_context(batch: Batch) -> dict[str, Any]:
         "batch": batch,
         "progress": progress,
         "params": list(batch.params.items()),
+        "deliveries": selectors.subject_deliveries(subject=batch) if batch.webhook else [],
         "live": live,
         "time_left_ms": _time_left_ms(batch, progress.finished) if live else None,
     }

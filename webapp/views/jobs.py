@@ -26,6 +26,7 @@ from jobs.errors import (
     SubmissionRateLimited,
 )
 from jobs.models import Job
+from jobs.selectors import Page
 from webapp.api import SERVICE_ERROR_STATUS
 from webapp.forms import JobFilterForm, JobForm
 
@@ -56,12 +57,7 @@ def job_list_live(request: HttpRequest) -> HttpResponse:
 def _list_context(request: HttpRequest) -> dict[str, Any]:
     form = JobFilterForm(request.GET)
     filters = form.filters()
-    try:
-        page = selectors.job_list(owner=request.user, limit=PAGE_SIZE, **filters)
-    except InvalidInput:
-        # A cursor from an old or edited link: show the first page rather than an error.
-        filters["cursor"] = None
-        page = selectors.job_list(owner=request.user, limit=PAGE_SIZE, **filters)
+    page = listed(selectors.job_list, owner=request.user, filters=filters)
     return {
         "filters": form,
         "filtered": bool(filters["status"] or filters["kind"] or filters["batch"]),
@@ -69,6 +65,18 @@ def _list_context(request: HttpRequest) -> dict[str, Any]:
         "first_page": filters["cursor"] is None,
         "live": any(not job.is_finished for job in page.items),
     }
+
+
+def listed(
+    select: Callable[..., Page], *, owner: AbstractBaseUser, filters: dict[str, Any]
+) -> Page:
+    """A page of a list: select(owner, PAGE_SIZE, filters). A cursor from an old or edited link
+    shows the first page rather than an error, and is dropped from `filters`."""
+    try:
+        return select(owner=owner, limit=PAGE_SIZE, **filters)
+    except InvalidInput:
+        filters["cursor"] = None
+        return select(owner=owner, limit=PAGE_SIZE, **filters)
 
 
 # --- submit --------------------------------------------------------------------------------------
@@ -205,6 +213,7 @@ def _detail_context(job: Job) -> dict[str, Any]:
         "job": job,
         "params": [(key, value) for key, value in job.input.items() if key != "text"],
         "calls": list(selectors.job_calls(job=job)),
+        "deliveries": selectors.subject_deliveries(subject=job) if job.webhook else [],
         "live": not job.is_finished,
         # A kind may ship its own small templates; any other shows through the generic ones.
         "input_template": _kind_template(job.kind, "input"),

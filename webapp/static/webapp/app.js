@@ -90,6 +90,19 @@ document.addEventListener("click", async (event) => {
   }
 });
 
+// --- secrets hidden until shown: data-reveal="<selector of a password input>" ---------------------
+
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("[data-reveal]");
+  if (!button) return;
+  const input = document.querySelector(button.dataset.reveal);
+  const show = input.type === "password";
+  input.type = show ? "text" : "password";
+  button.setAttribute("aria-pressed", String(show));
+  const label = button.querySelector("[data-reveal-label]");
+  if (label) label.textContent = show ? "Hide" : "Show";
+});
+
 document.addEventListener("focusin", (event) => {
   if (event.target.matches("[data-select-on-focus]")) event.target.select();
 });
