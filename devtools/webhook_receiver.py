@@ -27,7 +27,7 @@ from types import FrameType
 from typing import Any
 
 from standardwebhooks import Webhook
-from standardwebhooks.webhooks import WebhookVerificationError
+from standardwebhooks.webhooks import EmptyWebhookSecretError, WebhookVerificationError
 
 # The one line printed at start; url_from_banner reads it.
 BANNER = "webhook_receiver listening on "
@@ -80,7 +80,8 @@ class Receiver:
     def verify(self, body: bytes, headers: dict[str, str]) -> bool:
         try:
             Webhook(self.current_secret()).verify(body, headers, json_parse=False)
-        except (WebhookVerificationError, ValueError, OSError):
+        # An empty or missing secret file (the demo writes it as it starts) verifies nothing.
+        except (WebhookVerificationError, EmptyWebhookSecretError, ValueError, OSError):
             return False
         return True
 

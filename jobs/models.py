@@ -430,7 +430,7 @@ class WebhookMessage(models.Model):
 
     class Meta:
         indexes = [
-            models.Index(fields=["owner", "-created_at", "id"], name="webhook_owner_newest"),
+            models.Index(fields=["owner", "-created_at", "-id"], name="webhook_owner_newest"),
             models.Index(
                 fields=["next_attempt_at"],
                 name="webhook_pending",

@@ -66,7 +66,8 @@ LEASE_MARGIN_SECONDS = 5.0
 SWEEP_BATCH = 500
 RESPONSE_HEAD_CHARS = 1000
 MAX_ERROR_CHARS = 500
-# What a try's log row says until the try records how it ended: a worker killed mid-try.
+# What the log says of a try that never recorded how it ended (its worker was killed), once
+# the next try has taken the message over; until then it has neither answer nor error.
 UNFINISHED_TRY = "the try did not finish (its worker stopped)"
 # Event types per filter value.
 FILTER_OF = {
@@ -331,7 +332,8 @@ def try_begin(*, message_id: str, celery_task_id: str) -> Try | None:
     delivered or failed, scheduled later, or held by a try in progress).
 
     The first try fixes the body (the job's or batch's JSON now), so every later try sends
-    the same bytes.
+    the same bytes. A try logged with neither an answer nor an error is in progress, or was
+    until its worker died: taking over, this one says so.
     """
     now = timezone.now()
     with transaction.atomic():
@@ -348,11 +350,9 @@ def try_begin(*, message_id: str, celery_task_id: str) -> Try | None:
         if message.payload is None:
             message.payload = payload_build(message)
             message.save(update_fields=["payload"])
+        message.tries.filter(http_status__isnull=True, error="").update(error=UNFINISHED_TRY)
         attempt = WebhookAttempt.objects.create(
-            message=message,
-            attempt=message.attempts,
-            error=UNFINISHED_TRY,
-            celery_task_id=celery_task_id,
+            message=message, attempt=message.attempts, celery_task_id=celery_task_id
         )
     return Try(message, attempt)
 

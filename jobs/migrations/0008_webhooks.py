@@ -172,7 +172,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name="webhookmessage",
-            index=models.Index(fields=["owner", "-created_at", "id"], name="webhook_owner_newest"),
+            index=models.Index(fields=["owner", "-created_at", "-id"], name="webhook_owner_newest"),
         ),
         migrations.AddIndex(
             model_name="webhookmessage",

@@ -69,6 +69,8 @@ def test_the_secret_file_is_read_on_each_request(tmp_path: Path):
         secret_file.write_text(OTHER + "\n")
         assert post(receiver.url, SECRET) == 401
         assert post(receiver.url, OTHER) == 204
+        secret_file.write_text("")  # as the demo's file is for a moment while it starts
+        assert post(receiver.url, OTHER) == 401
     finally:
         receiver.stop()
 
