@@ -163,9 +163,7 @@ async def pulse_last(topic: str) -> str | None:
 async def pulse_wait(topic: str, after: str | None, block_ms: int) -> str | None:
     """The id of the topic's newest pulse once it is newer than `after` (any, for None),
     waiting up to `block_ms` for one; None when none came."""
-    answer = await _async_redis().xread(
-        {pulse_key(topic): after or "0-0"}, block=max(1, block_ms)
-    )
+    answer = await _async_redis().xread({pulse_key(topic): after or "0-0"}, block=max(1, block_ms))
     if not answer:
         return None
     [(_key, entries)] = answer

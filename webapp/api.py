@@ -409,8 +409,7 @@ async def get_job(request: HttpRequest, job_id: UUID) -> HttpResponse:
 def event_stream_doc(events: str) -> dict[str, Any]:
     """The OpenAPI answer of an event stream whose events `events` describes."""
     description = (
-        f"text/event-stream: {events}; each event has an `id:` to resume after with "
-        "`Last-Event-ID`"
+        f"text/event-stream: {events}; each event has an `id:` to resume after with `Last-Event-ID`"
     )
     content = {"text/event-stream": {"schema": {"type": "string"}}}
     return {"responses": {200: {"description": description, "content": content}}}

@@ -272,8 +272,9 @@ def list_batches(request: HttpRequest, filters: Query[BatchFilters]) -> dict[str
 
 
 @router.get("/{batch_id}", response={200: BatchOut, **ERRORS}, summary="Get a batch")
-def get_batch(request: HttpRequest, batch_id: UUID) -> dict[str, Any]:
-    return present_batch(_owned_batch(request, batch_id))
+def get_batch(request: HttpRequest, batch_id: UUID) -> HttpResponse:
+    # Sent as presented, as a job is: its events carry the very same JSON.
+    return respond(request, present_batch(_owned_batch(request, batch_id)), 200)
 
 
 def _batch_json_released(owner: Any, batch_id: UUID) -> dict[str, Any] | None:
