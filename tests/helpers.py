@@ -75,3 +75,10 @@ def batch_of(owner: Any, texts: list[str], *, kind: str = "summarize") -> Batch:
         for position, text in enumerate(texts, start=1)
     )  # fmt: skip
     return batch
+
+
+def session_cookie(client: Any, user: Any) -> str:
+    """A Cookie header signing a real HTTP client in as `user` (a session the test client made)."""
+    client.force_login(user)
+    name = settings.SESSION_COOKIE_NAME
+    return f"{name}={client.cookies[name].value}"

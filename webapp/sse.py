@@ -109,7 +109,7 @@ async def batch_stream(
             yield KEEPALIVE
             sent_at = time.monotonic()
         shown = batch
-        if pulse:
+        if pulse and shown["status"] not in BATCH_ENDED:
             await asyncio.sleep(1 / PULSES_PER_SECOND)
     yield frame("done", shown, after)
 
