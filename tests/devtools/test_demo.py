@@ -245,7 +245,8 @@ def json_values(text: str) -> list[Any]:
 def sse_and_json(output: str) -> tuple[str, list[Any]]:
     """What the commands printed: the event stream's lines, and the JSON values after them."""
     sse = ("id:", "event:", "data:", ":")
-    lines = output.splitlines()
+    # curl's JSON answers end without a newline, so a stream that follows one starts on its line.
+    lines = re.sub(r"\}(?=(?:id|event): )", "}\n", output).splitlines()
     events = "\n".join(line for line in lines if line.startswith(sse))
     rest = "\n".join(line for line in lines if line and not line.startswith(sse))
     return events, json_values(rest)
@@ -288,7 +289,8 @@ def test_the_readme_api_walkthrough_works_next_to_a_running_demo(demo_database_u
     assert job["status"] == "succeeded", job
     assert job["kind"] == "classify"
     assert batch_walk.returncode == 0, batch_walk.stderr
-    *_, uploaded, batch = sse_and_json(batch_walk.stdout)[1]
+    batch_events, (*_, uploaded, batch) = sse_and_json(batch_walk.stdout)
+    assert batch_events.count("event: done") == 2, "the job's stream ended, then the batch's"
     assert (batch["kind"], batch["total"]) == ("classify", 2), batch
     assert uploaded["kind"] == "classify", uploaded
     assert uploaded["total"] > 2, uploaded
