@@ -12,7 +12,7 @@ from django.utils import timezone
 from jobs.events import _pulse, batch_topic, owner_topic
 from jobs.models import Batch, Job
 from tests.helpers import session_cookie
-from tests.integration.harness import Event, EventStream, entry_id
+from tests.integration.harness import ApiClient, Event, EventStream, entry_id
 from tests.webapp.test_batch_views import make_batch, started
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -177,3 +177,23 @@ def test_the_lists_stream_needs_a_session(web_server):
 
     assert events.status == 302
     assert events.headers["location"].startswith("/login/")
+
+
+def test_batch_and_list_streams_hold_no_database_connection_while_they_wait(
+    start_web_server, user, token, client
+):
+    """More streams than the server has pooled connections, and the API still answers."""
+    server = start_web_server(AIJOBS_DB_POOL_SIZE="2")
+    batch = started(make_batch(user, statuses=("running", "queued")), 5)
+    cookie = session_cookie(client, user)
+    streams = [stream(server, batch.id, token) for _ in range(3)]
+    streams += [EventStream(f"{server.url}/jobs/events", {"Cookie": cookie}) for _ in range(3)]
+    assert all(events.status == 200 for events in streams)
+    assert all(next_event(events).event == "status" for events in streams[:3])
+
+    finish_item(batch, 1)
+    assert all(next_event(events).event == "progress" for events in streams[:3])
+
+    assert ApiClient(server.url, token).request("GET", f"/batches/{batch.id}").status == 200
+    for events in streams:
+        events.close()
