@@ -20,7 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from jobs import limits, rows, webhooks
-from jobs.events import job_status_publish
+from jobs.events import job_status_publish, job_topics
 from jobs.models import FINISHED, Job, Outcome, ProviderCall, Status, WebhookEvent
 from jobs.usage import Usage
 
@@ -74,8 +74,10 @@ def job_claim(*, job_id: UUID | str) -> Claim:
     `lost_leases`. The attempt number it sets fences off the old holder.
     """
     claim = _job_claim(job_id)
-    if claim.job is not None:
-        job_status_publish(claim.job.id, Status.RUNNING)
+    job = claim.job
+    if job is not None:
+        topics = job_topics(owner_id=job.owner_id, batch_id=job.batch_id)
+        job_status_publish(job.id, Status.RUNNING, topics=topics)
     return claim
 
 

@@ -23,7 +23,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from jobs import dispatch, limits, submission, webhooks
+from jobs import dispatch, events, limits, submission, webhooks
 from jobs.batch_files import BatchFileError, BatchItem
 from jobs.errors import BatchAlreadyFinished, InvalidInput
 from jobs.models import FINISHED, Batch, BatchStatus, Job, WebhookEvent
@@ -273,6 +273,8 @@ def _store(
     Job.objects.bulk_create(_jobs(owner, batch, valid), batch_size=BULK_BATCH_SIZE)
     # The first window goes out now rather than at beat's next round.
     dispatch.batches_kick()
+    # The owner's lists show the new batch and its items.
+    events.topics_pulse([events.owner_topic(owner.pk)])
     return batch
 
 
@@ -315,6 +317,8 @@ def batch_cancel(*, batch: Batch) -> Batch:
         )
         if ended:
             submission.jobs_cancel(Job.objects.filter(batch=batch))
+            # Its page and the lists learn of it at once; the unpublished items sent no events.
+            events.topics_pulse(events.job_topics(owner_id=batch.owner_id, batch_id=batch.pk))
         if ended and webhooks.wants(batch.webhook, batch.webhook_events, completed):
             message = webhooks.message_new(
                 event=completed,

@@ -8,7 +8,8 @@ commit, and with Redis ahead of every batch item (AIJOBS_BATCH_PRIORITY): it wai
 next free worker slot, not behind the batches' windows.
 
 Rounds run when a batch is submitted (batches_kick), when one of its items finishes
-(batch_item_finished, in the worker) and every AIJOBS_BATCH_DISPATCH_INTERVAL from beat.
+(batch_item_finished, in the worker, which also ends the batch at once after its last item)
+and every AIJOBS_BATCH_DISPATCH_INTERVAL from beat.
 Two rounds at once never publish past a window: each locks the batch rows it works on
 (SKIP LOCKED, so neither waits), and an item published is marked in the same transaction
 and sent only once it commits, as a single job is.
@@ -98,13 +99,26 @@ def _send_kick() -> None:
         log.warning("batch dispatch kick refused by the broker (%s); beat's round will run", exc)
 
 
-def batch_item_finished() -> None:
-    """An item of a batch has finished: its window has room, so run a round here and now.
+def batch_item_finished(*, batch_id: UUID) -> None:
+    """An item of the batch has finished: its window has room, so run a round here and now.
 
     Called by the worker after the item's attempt, outside any transaction. A round the
     database refuses (a restart) is left to beat's next one: the item itself is recorded.
     """
     try:
         batches_dispatch()
+        _end_if_done(batch_id)
     except DatabaseError as exc:
         log.warning("batch dispatch after an item failed (%s); beat's round will run", exc)
+
+
+def _end_if_done(batch_id: UUID) -> None:
+    """End the batch now if this was its last item, rather than at beat's next round.
+
+    The round above skips a batch another round holds (SKIP LOCKED), and that round may have
+    looked before this item's end committed: then neither would end it. So once nothing is
+    left, wait for the batch's lock and run one more round, which ends it as any round does.
+    """
+    with transaction.atomic():
+        if rows.batch_lock_if_done(batch_id=batch_id):
+            _round()

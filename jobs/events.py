@@ -12,6 +12,12 @@ Events (each entry holds `event` and `data`, the data as JSON):
   at most OUTPUT_EVENTS_PER_SECOND a second (the worker coalesces deltas);
 - `done` `{"status": ...}` right after the final status event.
 
+Pulses: a page or client following many jobs at once (a batch's items, a user's jobs) does not
+read every job's stream. Each state change also adds an empty entry to a topic's pulse stream
+(`{prefix}:pulse:batch:{batch_id}`, `{prefix}:pulse:owner:{owner_id}`), trimmed to its last
+entry: a listener blocks on the one key, and on waking reads the state it shows once, however
+many changes the pulse stands for. Its entry ids increase, so they serve as event ids too.
+
 A cancel also sets `{prefix}:job-cancel:{job_id}`, which a streaming worker reads
 with each output event it publishes (the same round trip), so it stops paying for
 output nobody will use without holding a database connection through the stream.
@@ -26,6 +32,7 @@ import asyncio
 import json
 import logging
 import weakref
+from collections.abc import Iterable
 from functools import partial
 from typing import Any
 from uuid import UUID
@@ -77,19 +84,20 @@ def job_event_publish(job_id: UUID | str, event: str, data: dict[str, Any]) -> s
     return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
 
 
-def job_status_publish(job_id: UUID | str, status: str) -> None:
+def job_status_publish(job_id: UUID | str, status: str, *, topics: Iterable[str] = ()) -> None:
     """Publish the job's new status once the change that made it has committed.
 
     Outside a transaction that is now; inside one, at its commit (never, if it
-    rolls back). A final status is followed by `done`, and a cancel sets the key
-    the job's worker checks; all of it in one round trip.
+    rolls back). A final status is followed by `done`, a cancel sets the key
+    the job's worker checks, and `topics` are pulsed; all of it in one round trip.
     """
-    transaction.on_commit(partial(_publish_status, str(job_id), str(status)))
+    transaction.on_commit(partial(_publish_status, str(job_id), str(status), tuple(topics)))
 
 
-def _publish_status(job_id: str, status: str) -> None:
+def _publish_status(job_id: str, status: str, topics: tuple[str, ...]) -> None:
     pipe = get_redis().pipeline(transaction=False)
     _add(pipe, job_id, "status", {"status": status})
+    _add_pulses(pipe, topics)
     if status in FINISHED:
         _add(pipe, job_id, "done", {"status": status})
     if status == Status.CANCELED:
@@ -99,6 +107,67 @@ def _publish_status(job_id: str, status: str) -> None:
         pipe.execute()
     except redis.RedisError as exc:
         log.warning("job %s: status %s not published (%s)", job_id, status, exc)
+
+
+def owner_topic(owner_id: int) -> str:
+    return f"owner:{owner_id}"
+
+
+def batch_topic(batch_id: UUID | str) -> str:
+    return f"batch:{batch_id}"
+
+
+def job_topics(*, owner_id: int, batch_id: UUID | str | None) -> list[str]:
+    """What a job's state change moves: its owner's lists, and its batch if it has one."""
+    topics = [owner_topic(owner_id)]
+    if batch_id is not None:
+        topics.append(batch_topic(batch_id))
+    return topics
+
+
+def pulse_key(topic: str) -> str:
+    return f"{settings.AIJOBS_REDIS_PREFIX}:pulse:{topic}"
+
+
+def _add_pulses(pipe: redis.client.Pipeline, topics: Iterable[str]) -> None:
+    for topic in topics:
+        # Only the newest entry matters (its id says "something changed after this"), so
+        # the stream keeps one: a listener reads at most one entry however busy the topic.
+        pipe.xadd(pulse_key(topic), {"p": 1}, maxlen=1, approximate=False)
+        pipe.expire(pulse_key(topic), EXPIRE_SECONDS)
+
+
+def topics_pulse(topics: Iterable[str]) -> None:
+    """Pulse `topics` once the current transaction commits (now outside one), in one round trip.
+
+    Like a status event, a lost pulse never fails the change that made it.
+    """
+    transaction.on_commit(partial(_pulse, tuple(topics)))
+
+
+def _pulse(topics: tuple[str, ...]) -> None:
+    pipe = get_redis().pipeline(transaction=False)
+    _add_pulses(pipe, topics)
+    try:
+        pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("pulse of %s not sent (%s)", ", ".join(topics), exc)
+
+
+async def pulse_last(topic: str) -> str | None:
+    """The id of the topic's newest pulse, or None when it has none (yet, or any more)."""
+    newest = await _async_redis().xrevrange(pulse_key(topic), count=1)
+    return newest[0][0] if newest else None
+
+
+async def pulse_wait(topic: str, after: str | None, block_ms: int) -> str | None:
+    """The id of the topic's newest pulse once it is newer than `after` (any, for None),
+    waiting up to `block_ms` for one; None when none came."""
+    answer = await _async_redis().xread({pulse_key(topic): after or "0-0"}, block=max(1, block_ms))
+    if not answer:
+        return None
+    [(_key, entries)] = answer
+    return entries[-1][0]
 
 
 def job_output_publish(job_id: UUID | str, data: dict[str, Any]) -> bool:

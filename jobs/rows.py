@@ -717,6 +717,39 @@ def _batch_message_insert(source: str, event: WebhookEvent) -> str:
     )
 
 
+def batch_lock_if_done(*, batch_id: UUID) -> bool:
+    """Lock the batch to the end of the transaction if it is queued or running with no item
+    left to run, waiting for a dispatcher's round that holds it; whether it was locked::
+
+        SELECT id FROM jobs_batch AS batch
+        WHERE batch.id = %(batch_id)s AND batch.status IN ('queued', 'running')
+            AND NOT EXISTS (SELECT 1 FROM jobs_job WHERE batch_id = batch.id
+                AND enqueued_at IS NULL AND status IN ('queued', 'running', 'retrying'))
+            AND NOT EXISTS (SELECT 1 FROM jobs_job WHERE batch_id = batch.id
+                AND enqueued_at IS NOT NULL AND status IN ('queued', 'running', 'retrying'))
+        FOR UPDATE OF batch
+
+    While items are left it takes no lock and waits for none: one probe of each small index.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_batch_lock_if_done_sql(), {"batch_id": batch_id})
+        return cursor.fetchone() is not None
+
+
+@cache
+def _batch_lock_if_done_sql() -> str:
+    jobs, batches = Job._meta.db_table, Batch._meta.db_table
+    return f"""
+        SELECT id FROM {batches} AS batch
+        WHERE batch.id = %(batch_id)s AND batch.{_LIVE_BATCH}
+            AND NOT EXISTS (SELECT 1 FROM {jobs} WHERE batch_id = batch.id
+                AND enqueued_at IS NULL AND {_UNFINISHED})
+            AND NOT EXISTS (SELECT 1 FROM {jobs} WHERE batch_id = batch.id
+                AND enqueued_at IS NOT NULL AND {_UNFINISHED})
+        FOR UPDATE OF batch
+    """
+
+
 # --- advisory locks and the health check ---------------------------------------------------
 
 

@@ -34,7 +34,7 @@ from jobs.errors import (
     JobAlreadyFinished,
     JobNotFinished,
 )
-from jobs.events import job_status_publish
+from jobs.events import job_status_publish, job_topics, owner_topic, topics_pulse
 from jobs.models import UNFINISHED, Batch, Job, Mode, Status, WebhookEvent
 
 log = logging.getLogger(__name__)
@@ -226,14 +226,14 @@ def _store(
         rerun_of=rerun_of,
         **target,
     )
-    transaction.on_commit(partial(_announce, job_id=job.id))
+    transaction.on_commit(partial(_announce, job_id=job.id, owner_id=owner.pk))
     return Submission(job=job, replayed=False)
 
 
-def _announce(*, job_id: UUID) -> None:
+def _announce(*, job_id: UUID, owner_id: int) -> None:
     """A new job's `queued` event, then its message: in that order, so no worker's `running`
     can come first."""
-    job_status_publish(job_id, Status.QUEUED)
+    job_status_publish(job_id, Status.QUEUED, topics=[owner_topic(owner_id)])
     job_enqueue(job_id=job_id)
 
 
@@ -295,6 +295,7 @@ def job_cancel(*, job: Job) -> Job:
     job.refresh_from_db()
     if canceled == 0:
         raise JobAlreadyFinished(f"job is already {job.status}")
+    topics_pulse(job_topics(owner_id=job.owner_id, batch_id=job.batch_id))
     return job
 
 

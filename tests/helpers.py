@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import connections
+from django.db import connections, transaction
 from django.utils import timezone
 
 from jobs.attempts import CallReport, call_begin, call_finish
@@ -79,12 +79,15 @@ def batch_of(owner: Any, texts: list[str], *, kind: str = "summarize") -> Batch:
     """A batch stored as batch_submit stores one: its row, then its items as queued jobs in
     one bulk INSERT, none published (the dispatcher publishes them)."""
     model = settings.AIJOBS_MODELS[kind]
-    batch = Batch.objects.create(owner=owner, kind=kind, model=model, total=len(texts))
-    Job.objects.bulk_create(
-        Job(owner=owner, kind=kind, model=model, input={"text": text}, batch=batch,
-            custom_id=str(position), position=position)
-        for position, text in enumerate(texts, start=1)
-    )  # fmt: skip
+    # In one transaction, as batch_submit's: a dispatcher's round between the two would find
+    # the batch with no items left and end it.
+    with transaction.atomic():
+        batch = Batch.objects.create(owner=owner, kind=kind, model=model, total=len(texts))
+        Job.objects.bulk_create(
+            Job(owner=owner, kind=kind, model=model, input={"text": text}, batch=batch,
+                custom_id=str(position), position=position)
+            for position, text in enumerate(texts, start=1)
+        )  # fmt: skip
     return batch
 
 
@@ -120,3 +123,10 @@ def webhook_message(
     for number, fields in enumerate(tries, start=1):
         WebhookAttempt.objects.create(message=message, attempt=number, **fields)
     return message
+
+
+def session_cookie(client: Any, user: Any) -> str:
+    """A Cookie header signing a real HTTP client in as `user` (a session the test client made)."""
+    client.force_login(user)
+    name = settings.SESSION_COOKIE_NAME
+    return f"{name}={client.cookies[name].value}"

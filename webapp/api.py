@@ -293,7 +293,7 @@ def _requested_wait(request: HttpRequest) -> int | None:
     return min(int(match.group(1)), MAX_WAIT_SECONDS) if match else None
 
 
-def _release_connection() -> None:
+def release_connection() -> None:
     """Give the request's database connection back to the pool now, not at the response's end.
 
     Django keeps it in the request's thread until then, so an async view that waits (a long
@@ -309,7 +309,7 @@ def _job_json_released(owner: Any, job_id: UUID | str) -> dict[str, Any] | None:
         job = selectors.job_get(owner=owner, job_id=UUID(str(job_id)))
         return None if job is None else present_job(job)
     finally:
-        _release_connection()
+        release_connection()
 
 
 async def _owned_job_json(owner: Any, job_id: UUID | str) -> dict[str, Any]:
@@ -375,7 +375,7 @@ def _submit_released(
         )
         return present_job(submitted.job), submitted.replayed
     finally:
-        _release_connection()
+        release_connection()
 
 
 @api.get("/jobs", response={200: JobPage, **ERRORS}, summary="List jobs, newest first")
@@ -391,16 +391,18 @@ async def get_job(request: HttpRequest, job_id: UUID) -> HttpResponse:
     return _job_response(request, job, 200, **headers)
 
 
-EVENT_STREAM_DOC = {
-    "responses": {
-        200: {
-            "description": "text/event-stream: `status` and `done` carry the job's JSON, "
-            "`output` `{text, partial}`; each event has an `id:` to resume after with "
-            "`Last-Event-ID`",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-        }
-    }
-}
+def event_stream_doc(events: str) -> dict[str, Any]:
+    """The OpenAPI answer of an event stream whose events `events` describes."""
+    description = (
+        f"text/event-stream: {events}; each event has an `id:` to resume after with `Last-Event-ID`"
+    )
+    content = {"text/event-stream": {"schema": {"type": "string"}}}
+    return {"responses": {200: {"description": description, "content": content}}}
+
+
+EVENT_STREAM_DOC = event_stream_doc(
+    "`status` and `done` carry the job's JSON, `output` `{text, partial}`"
+)
 
 
 @api.get(

@@ -9,11 +9,13 @@ streamed from the file Django spooled it to, one item at a time.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
 import pydantic
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import Field, Query, Router, Schema
@@ -22,9 +24,11 @@ from pydantic import ConfigDict, create_model
 
 from jobs import batches, selectors
 from jobs.batch_files import BatchItem, read_items, results_csv, results_jsonl, too_large
+from jobs.events import batch_topic
 from jobs.models import Batch, BatchStatus, Mode, WebhookFilter
 from jobs.models import Status as JobStatus
 from jobs.presenters import batch_location, present_batch
+from webapp import sse
 from webapp.api import (
     ERRORS,
     REPLAYED,
@@ -32,7 +36,9 @@ from webapp.api import (
     WEBHOOK_EVENTS_DOC,
     UsageOut,
     WebhookOut,
+    event_stream_doc,
     idempotency_key,
+    release_connection,
     respond,
 )
 
@@ -263,8 +269,40 @@ def list_batches(request: HttpRequest, filters: Query[BatchFilters]) -> dict[str
 @router.get("/{batch_id}", response={200: BatchOut, **ERRORS}, summary="Get a batch")
 def get_batch(request: HttpRequest, batch_id: UUID) -> HttpResponse:
     # As GET /jobs/{id}: the presented JSON as is, so a batch's webhook body (the same
-    # presenter) is byte for byte what this returns.
+    # presenter) and its events carry are byte for byte what this returns.
     return respond(request, present_batch(_owned_batch(request, batch_id)), 200)
+
+
+def _batch_json_released(owner: Any, batch_id: UUID) -> dict[str, Any] | None:
+    """The batch as GET answers it, or None; the database connection given back after."""
+    try:
+        batch = selectors.batch_get(owner=owner, batch_id=batch_id)
+        return None if batch is None else present_batch(batch)
+    finally:
+        release_connection()
+
+
+@router.get(
+    "/{batch_id}/events",
+    response=ERRORS,
+    summary="Follow a batch's progress (Server-Sent Events)",
+    openapi_extra=event_stream_doc(
+        "`status` and `done` carry the batch's JSON, `progress` `{counts, total, usage}`, "
+        "at most two events a second"
+    ),
+)
+async def batch_events(request: HttpRequest, batch_id: UUID) -> StreamingHttpResponse:
+    """The batch's status changes, its counts and cost as its items run, and its end."""
+    owner = request.auth
+    after = await sse.resume_point(request, batch_topic(batch_id))
+
+    def snapshot() -> Awaitable[dict[str, Any] | None]:
+        return sync_to_async(_batch_json_released)(owner, batch_id)
+
+    first = await snapshot()
+    if first is None:
+        raise HttpError(404, "no such batch")
+    return sse.event_response(sse.batch_stream(batch_id, first, snapshot, after))
 
 
 @router.post("/{batch_id}/cancel", response={200: BatchOut, **ERRORS}, summary="Cancel a batch")

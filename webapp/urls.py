@@ -28,6 +28,7 @@ urlpatterns = [
     path("", jobs.job_list, name="job_list"),
     path("jobs", RedirectView.as_view(pattern_name="job_list", query_string=True)),
     path("jobs/live", jobs.job_list_live, name="job_list_live"),
+    path("jobs/events", jobs.job_list_events, name="job_list_events"),
     path("jobs/new", jobs.job_new, name="job_new"),
     slashed("jobs/new", "job_new"),
     path("jobs/<uuid:job_id>", jobs.job_detail, name="job_detail"),

@@ -14,15 +14,18 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.utils import timezone
 from playwright.sync_api import expect
 
-from jobs import dispatch
+from jobs.events import _pulse, batch_topic
 from jobs.models import Batch, BatchStatus, Job, WebhookEvent
 from tests.browser.conftest import DESKTOP, PHONE
 from tests.browser.test_pages import LONG_WEBHOOK, OVERFLOWS
 from tests.helpers import unique, webhook_message
+from tests.integration.harness import wait_for
 from tests.kinds import example_input
 from tests.webapp.test_batch_views import make_batch, started
+from tests.webapp.test_events import blocked_readers
 from webapp.views.batches import PREVIEW_BYTES, PREVIEW_ROWS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -103,14 +106,14 @@ def test_a_csv_is_previewed_submitted_watched_and_downloaded(page, worker, tmp_p
     assert batch.params["labels"] == example_input("classify")["labels"]
     expect(page.locator("#batch-head .badge")).not_to_have_text("Finished")
     expect(page.locator("[data-live-indicator]")).to_be_visible()
+    expect(page.locator("main[data-live-mode=stream]")).to_have_count(1)
     page.evaluate("window.notReloaded = true")
 
-    # The submission kicked the dispatcher: the worker publishes the items and runs them.
+    # The submission kicked the dispatcher: the worker publishes the items and runs them, and
+    # the last one's end closes the batch (no beat runs here).
     expect(page.locator("#batch-progress")).to_contain_text(
         f"{len(example)} of {len(example)} finished", timeout=30_000
     )
-    # Beat's round (none runs here) closes a batch whose last items' own rounds raced.
-    dispatch.batches_dispatch()
     expect(page.locator("#batch-head .badge")).to_have_text("Finished")
     expect(page.locator('[data-state="succeeded"] strong')).to_have_text(str(len(example)))
     expect(page.locator("[data-cost]")).not_to_have_text("$0.00")
@@ -159,6 +162,48 @@ def test_a_large_file_is_previewed_from_its_start(page, tmp_path):
     expect(preview.locator(".error-box")).to_have_count(0)
     expect(preview.locator("tr.has-error")).to_have_count(0)
     expect(preview.locator("tbody tr").first).to_contain_text("Ticket 1.")
+
+
+def finish_item(batch: Batch, position: int) -> None:
+    Job.objects.filter(batch=batch, position=position).update(
+        status="succeeded", finished_at=timezone.now(), cost_usd="0.25"
+    )
+
+
+def test_the_batch_page_follows_the_batchs_event_stream(page, user):
+    """Counts, cost and the end come from the stream's events (pulsed here as the worker does)."""
+    batch = started(make_batch(user, statuses=("running", "running")), 5)
+    before = blocked_readers()
+    page.goto(f"/batches/{batch.id}")
+    expect(page.locator("main[data-live-mode=stream]")).to_have_count(1)
+    # Changed once the page's stream waits: only its events can tell the page.
+    wait_for(lambda: blocked_readers() > before, timeout=10, what="the page's stream")
+    page.evaluate("window.notReloaded = true")
+
+    finish_item(batch, 1)
+    _pulse((batch_topic(batch.id),))
+    expect(page.locator('[data-state="succeeded"] strong')).to_have_text("1")
+    expect(page.locator("#batch-progress")).to_contain_text("1 of 2 finished")
+    expect(page.locator("[data-cost]")).to_have_text(re.compile(r"^\$0\.250*$"))
+
+    finish_item(batch, 2)
+    Batch.objects.filter(pk=batch.pk).update(status="finished", finished_at=timezone.now())
+    _pulse((batch_topic(batch.id),))
+    expect(page.locator("#batch-head .badge")).to_have_text("Finished")
+    expect(page.locator("[data-time-left]")).to_contain_text("None: the batch is finished")
+    expect(page.locator("[data-live-indicator]")).to_be_hidden()
+    assert page.evaluate("window.notReloaded") is True, "the page updated itself"
+
+
+def test_the_batch_page_refreshes_itself_when_its_stream_fails(page, user):
+    batch = started(make_batch(user, statuses=("running", "running")), 5)
+    page.route("**/api/v1/batches/*/events", lambda route: route.fulfill(status=503, body=""))
+    page.goto(f"/batches/{batch.id}")
+    expect(page.locator("main[data-live-mode=poll]")).to_have_count(1)
+
+    # No pulse, no stream: the periodic refresh finds the change.
+    finish_item(batch, 1)
+    expect(page.locator('[data-state="succeeded"] strong')).to_have_text("1")
 
 
 def test_a_running_batch_can_be_canceled(page, user):

@@ -17,7 +17,7 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from jobs import attempts, kinds, submission
-from jobs.events import job_event_publish
+from jobs.events import job_event_publish, owner_topic, topics_pulse
 from jobs.models import (
     ApiToken,
     DeliveryStatus,
@@ -32,6 +32,7 @@ from tests.browser.conftest import DESKTOP, PHONE
 from tests.helpers import record_call, unique, webhook_message
 from tests.integration.harness import wait_for
 from tests.kinds import every_kind, example_input, example_output, stored_input
+from tests.webapp.test_events import blocked_readers
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -158,6 +159,23 @@ def test_a_running_jobs_page_shows_its_output_as_it_is_written(page, user):
     expect(status_badge(page)).to_have_text("Succeeded")
     expect(page.locator("#job-result")).to_contain_text("The harbour town lit its lighthouse.")
     expect(page.locator("[data-live-indicator]").first).to_be_hidden()
+    assert page.evaluate("window.notReloaded") is True, "the page updated itself"
+
+
+def test_the_jobs_list_follows_one_stream_for_all_its_jobs(page, user):
+    """Its rows change on the pulses of the user's jobs (sent here as the worker sends them)."""
+    jobs = [_new_job(user, "summarize") for _ in range(8)]
+    before = blocked_readers()
+    page.goto("/")
+    expect(page.locator("#job-table tbody tr")).to_have_count(len(jobs))
+    expect(page.locator("[data-live-mode=stream]")).to_have_count(1)
+    wait_for(lambda: blocked_readers() > before, timeout=10, what="the page's stream")
+    page.evaluate("window.notReloaded = true")
+
+    Job.objects.filter(pk=jobs[0].pk).update(status="succeeded", finished_at=timezone.now())
+    topics_pulse([owner_topic(user.pk)])
+
+    expect(page.locator("#job-table .badge", has_text="Succeeded")).to_have_count(1)
     assert page.evaluate("window.notReloaded") is True, "the page updated itself"
 
 

@@ -348,7 +348,9 @@ def test_the_readme_api_walkthrough_works_next_to_a_running_demo(demo_database_u
     ids = [frame["id"] for frame in whole[1:]]
     assert [frame.get("id") for frame in resumed[1:]] == ids[1:], "after Last-Event-ID only"
     assert batch_walk.returncode == 0, batch_walk.stderr
-    *_, uploaded, batch = sse_and_json(batch_walk.stdout)[1]
+    batch_streams, (*_, uploaded, batch) = sse_and_json(batch_walk.stdout)
+    ends = [stream[-1]["event"] for stream in batch_streams]
+    assert ends == ["done", "done"], "the job's stream ended, then the batch's"
     assert (batch["kind"], batch["total"]) == ("classify", 2), batch
     assert uploaded["kind"] == "classify", uploaded
     assert uploaded["total"] > 2, uploaded

@@ -275,6 +275,12 @@ class Event:
     id: str | None = None
 
 
+def entry_id(event: Event) -> tuple[int, int]:
+    """The event's id as the Redis entry id it is, to compare in the order Redis gives them."""
+    milliseconds, _, sequence = event.id.partition("-")
+    return int(milliseconds), int(sequence)
+
+
 class EventStream:
     """A Server-Sent Events client over real HTTP: events in order, keep-alive comments too."""
 

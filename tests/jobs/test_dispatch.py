@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from uuid import UUID
 
 import pytest
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from jobs import dispatch, submission
 from jobs.models import Batch, BatchStatus, Job, Status
 from tests.helpers import at_once, batch_of
+from tests.integration.harness import wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -210,3 +213,82 @@ def test_items_in_flight_are_never_sent_again_by_the_dispatcher(user, run_round)
     Job.objects.filter(batch=batch, enqueued_at__isnull=False).update(enqueued_at=long_ago)
 
     assert run_round() == []
+
+
+class HeldBatch:
+    """A dispatcher's round in another transaction, holding the batch's row lock until
+    released, as a round that looked before an item's end committed does."""
+
+    def __init__(self, batch: Batch) -> None:
+        self.batch, self.held, self.release = batch, threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._hold)
+
+    def __enter__(self) -> HeldBatch:
+        self.thread.start()
+        assert self.held.wait(10), "the lock was taken"
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release.set()
+        self.thread.join(10)
+
+    def _hold(self) -> None:
+        try:
+            with transaction.atomic():
+                Batch.objects.select_for_update().get(pk=self.batch.pk)
+                self.held.set()
+                self.release.wait(10)
+        finally:
+            connections.close_all()
+
+
+def in_thread(call) -> threading.Thread:
+    def run() -> None:
+        try:
+            call()
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def lock_waiters() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_last_item_ends_its_batch_though_a_round_holding_it_looked_too_early(user, published):
+    batch = batch_of(user, texts(2))
+    dispatch.batches_dispatch()
+    finish(batch, 1, 2)
+
+    with HeldBatch(batch):
+        ending = in_thread(lambda: dispatch.batch_item_finished(batch_id=batch.id))
+        wait_for(lambda: lock_waiters() > 0, timeout=10, what="the end to wait for the lock")
+    ending.join(10)
+
+    batch.refresh_from_db()
+    assert batch.status == BatchStatus.FINISHED
+    assert batch.finished_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_item_with_others_left_waits_for_no_lock(user, published):
+    batch = batch_of(user, texts(2))
+    dispatch.batches_dispatch()
+    finish(batch, 1)
+
+    with HeldBatch(batch):
+        ending = in_thread(lambda: dispatch.batch_item_finished(batch_id=batch.id))
+        ending.join(10)
+        assert not ending.is_alive(), "it returned while the lock was still held"
+
+    batch.refresh_from_db()
+    assert batch.status == BatchStatus.RUNNING

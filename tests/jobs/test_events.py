@@ -20,6 +20,7 @@ from jobs.attempts import (
     job_release,
     job_schedule_retry,
 )
+from jobs.batches import batch_cancel
 from jobs.events import (
     job_event_publish,
     job_events_read,
@@ -30,7 +31,7 @@ from jobs.models import Job, Outcome
 from jobs.ratelimit import get_redis
 from jobs.submission import job_cancel, job_submit
 from jobs.usage import Usage
-from tests.helpers import succeed
+from tests.helpers import batch_of, succeed
 
 
 def read(job_id, after=None, block_ms=0):
@@ -240,3 +241,97 @@ def test_an_answer_after_a_cancel_publishes_no_success(held, statuses):
 
     assert recorded is True
     assert entries == [("status", "canceled"), ("done", "canceled")]
+
+
+# --- pulses: what a page following many jobs at once wakes on --------------------------------
+
+
+def newest(topic: str) -> str | None:
+    return asyncio.run(events.pulse_last(topic))
+
+
+@pytest.mark.django_db
+def test_a_pulse_stream_keeps_only_its_newest_entry_and_expires(
+    django_capture_on_commit_callbacks,
+):
+    topic = f"test:{uuid.uuid4()}"
+    for _ in range(3):
+        with django_capture_on_commit_callbacks(execute=True):
+            events.topics_pulse([topic])
+
+    last = newest(topic)
+    assert get_redis().xlen(events.pulse_key(topic)) == 1
+    assert 0 < get_redis().ttl(events.pulse_key(topic)) <= events.EXPIRE_SECONDS
+    assert asyncio.run(events.pulse_wait(topic, None, 50)) == last
+    assert asyncio.run(events.pulse_wait(topic, last, 50)) is None
+
+
+def test_a_blocked_wait_wakes_on_the_next_pulse():
+    topic = f"test:{uuid.uuid4()}"
+    events._pulse((topic,))
+    before = newest(topic)
+
+    async def wait_then_pulse():
+        waiting = asyncio.create_task(events.pulse_wait(topic, before, 10_000))
+        await asyncio.to_thread(events._pulse, (topic,))
+        return await waiting
+
+    woke = asyncio.run(wait_then_pulse())
+    assert woke == newest(topic) != before
+
+
+@pytest.mark.django_db
+def test_a_pulse_whose_transaction_rolled_back_is_never_sent(django_capture_on_commit_callbacks):
+    topic = f"test:{uuid.uuid4()}"
+
+    def change_then_fail():
+        with transaction.atomic():
+            events.topics_pulse([topic])
+            raise RuntimeError("rolled back")
+
+    with django_capture_on_commit_callbacks(execute=True), pytest.raises(RuntimeError):
+        change_then_fail()
+
+    assert newest(topic) is None
+
+
+@pytest.fixture
+def pulsed(django_capture_on_commit_callbacks):
+    """Run a change as committed; which of the topics pulsed during it."""
+
+    def run(change, *topics: str) -> set[str]:
+        before = {topic: newest(topic) for topic in topics}
+        with django_capture_on_commit_callbacks(execute=True):
+            change()
+        return {topic for topic in topics if newest(topic) != before[topic]}
+
+    return run
+
+
+@pytest.mark.django_db
+def test_a_submission_pulses_its_owner(user, other_user, pulsed):
+    mine, theirs = events.owner_topic(user.pk), events.owner_topic(other_user.pk)
+
+    found = pulsed(
+        lambda: job_submit(owner=user, kind="summarize", input={"text": "Hi."}), mine, theirs
+    )
+
+    assert found == {mine}
+
+
+@pytest.mark.django_db
+def test_claiming_and_canceling_a_batch_item_pulse_its_owner_and_its_batch(user, pulsed):
+    batch = batch_of(user, ["One item.", "Another item."])
+    first, second = Job.objects.filter(batch=batch).order_by("position")
+    topics = (events.owner_topic(user.pk), events.batch_topic(batch.id))
+
+    assert pulsed(lambda: job_claim(job_id=first.id), *topics) == set(topics)
+    assert pulsed(lambda: job_cancel(job=second), *topics) == set(topics)
+
+
+@pytest.mark.django_db
+def test_canceling_a_batch_pulses_it_once_for_all_its_items(user, pulsed):
+    batch = batch_of(user, [f"Item {n}." for n in range(5)])
+    topics = (events.owner_topic(user.pk), events.batch_topic(batch.id))
+
+    assert pulsed(lambda: batch_cancel(batch=batch), *topics) == set(topics)

@@ -18,6 +18,7 @@ STATEMENTS = {
     "fail": (rows.job_fail, rows._job_fail_sql),
     "live batches": (rows.batches_lock_live, rows._batches_lock_live_sql),
     "batch items published": (rows.batch_items_publish, rows._batch_items_publish_sql),
+    "batch locked once done": (rows.batch_lock_if_done, rows._batch_lock_if_done_sql),
 }
 
 

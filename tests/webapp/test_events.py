@@ -1,4 +1,5 @@
-"""GET /api/v1/jobs/{id}/events and `Prefer: wait` on the real ASGI server.
+"""GET /api/v1/jobs/{id}/events and `Prefer: wait` on the real ASGI server (and the 404s of
+every event stream).
 
 The events are published by the tests themselves through jobs.events, as the services and
 the worker publish them, so each test decides exactly what the stream holds.
@@ -15,7 +16,9 @@ from django.utils import timezone
 from jobs.events import events_key, job_event_publish
 from jobs.models import Job
 from jobs.ratelimit import get_redis
+from tests.helpers import session_cookie
 from tests.integration.harness import ApiClient, Event, EventStream, wait_for
+from tests.webapp.test_batch_views import make_batch
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -112,27 +115,32 @@ def test_a_finished_job_streams_its_state_and_done_at_once(web_server, user, tok
     assert found[1].data["status"] == "succeeded"
 
 
+@pytest.mark.parametrize("noun", ["jobs", "batches"])
 @pytest.mark.parametrize("which", ["another user's", "missing", "malformed"])
-def test_a_stream_is_404_exactly_where_the_job_is(web_server, user, other_token, token, which):
-    job_id = {
-        "another user's": queued_job(user).id,
+def test_a_stream_is_404_exactly_where_the_job_or_batch_is(
+    web_server, user, other_token, token, noun, which
+):
+    owned = {"jobs": queued_job, "batches": make_batch}[noun]
+    target = {
+        "another user's": owned(user).id,
         "missing": "00000000-0000-4000-8000-000000000000",
-        "malformed": "not-a-job",
+        "malformed": f"not-one-of-the-{noun}",
     }[which]
-    client = ApiClient(web_server.url, other_token if which == "another user's" else token)
-    events = stream(web_server, job_id, other_token if which == "another user's" else token)
+    asker = other_token if which == "another user's" else token
+    url = f"{web_server.url}/api/v1/{noun}/{target}/events"
+    events = EventStream(url, {"Authorization": f"Bearer {asker}"})
 
     assert events.status == 404
-    assert events.body() == client.request("GET", f"/jobs/{job_id}").body
+    assert (
+        events.body() == ApiClient(web_server.url, asker).request("GET", f"/{noun}/{target}").body
+    )
 
 
-def test_a_stream_needs_a_token_or_a_session(web_server, user, client, settings):
+def test_a_stream_needs_a_token_or_a_session(web_server, user, client):
     job = queued_job(user)
     assert stream(web_server, job.id, token="").status == 401
 
-    client.force_login(user)
-    cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
-    events = stream(web_server, job.id, token="", Cookie=cookie)
+    events = stream(web_server, job.id, token="", Cookie=session_cookie(client, user))
     assert events.status == 200
     assert events.next().data["id"] == str(job.id)
 

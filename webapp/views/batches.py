@@ -51,7 +51,8 @@ def batch_list(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def batch_list_live(request: HttpRequest) -> HttpResponse:
-    """The list's table alone, re-fetched every 2 s while a batch on the page is unfinished."""
+    """The list's table alone, re-fetched when the user's jobs change while a batch on the page
+    is unfinished (job_list_events)."""
     return render(request, "batches/list_live.html", _list_context(request))
 
 
@@ -220,7 +221,8 @@ def batch_detail(request: HttpRequest, batch_id: UUID) -> HttpResponse:
 @login_required
 @require_GET
 def batch_detail_live(request: HttpRequest, batch_id: UUID) -> HttpResponse:
-    """The parts of a batch's page that change while it runs, re-fetched every 2 s until done."""
+    """The parts of a batch's page that change while it runs, re-fetched at each event of its
+    stream (GET /api/v1/batches/{id}/events) until it ends."""
     batch = _owned_batch(request, batch_id)
     return render(request, "batches/detail_live.html", _detail_context(batch))
 

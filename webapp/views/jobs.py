@@ -7,10 +7,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from uuid import UUID
 
+from asgiref.sync import sync_to_async
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import AbstractBaseUser
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils.text import capfirst
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -25,9 +26,11 @@ from jobs.errors import (
     JobNotFinished,
     SubmissionRateLimited,
 )
+from jobs.events import owner_topic
 from jobs.models import Job
 from jobs.selectors import Page
-from webapp.api import SERVICE_ERROR_STATUS
+from webapp import sse
+from webapp.api import SERVICE_ERROR_STATUS, release_connection
 from webapp.forms import JobFilterForm, JobForm
 
 PAGE_SIZE = 20
@@ -50,8 +53,23 @@ def job_list(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def job_list_live(request: HttpRequest) -> HttpResponse:
-    """The list's table alone, re-fetched when an unfinished job on the page changes state."""
+    """The list's table alone, re-fetched when the user's jobs change (job_list_events) while
+    one on the page is unfinished."""
     return render(request, "jobs/list_live.html", _list_context(request))
+
+
+@login_required
+@require_GET
+async def job_list_events(request: HttpRequest) -> StreamingHttpResponse:
+    """A `change` event (at most two a second) whenever any of the user's jobs or batches
+    changes state: the jobs and batches lists re-fetch their table on it. One stream for a
+    whole page, however many unfinished jobs it shows (a browser opens six connections to a
+    server at most)."""
+    user = await request.auser()
+    # Signing in read the session and the user; the stream needs no connection after that.
+    await sync_to_async(release_connection)()
+    topic = owner_topic(user.pk)
+    return sse.event_response(sse.pulse_stream(topic, await sse.resume_point(request, topic)))
 
 
 def _list_context(request: HttpRequest) -> dict[str, Any]:

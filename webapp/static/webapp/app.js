@@ -1,7 +1,7 @@
 // aijobs: small behaviours for every page. No framework, no build step.
 // Data never goes through innerHTML here: text is set with textContent, and live parts are
 // server-rendered fragments (Django autoescapes them) parsed with DOMParser, which leaves
-// any <script> in them inert. Live pages follow the jobs' event streams, they do not poll.
+// any <script> in them inert. Live pages follow event streams; they poll only without one.
 "use strict";
 
 document.documentElement.classList.replace("no-js", "js");
@@ -108,18 +108,20 @@ document.addEventListener("focusin", (event) => {
 });
 
 // --- live parts ----------------------------------------------------------------------------------
-// An element with data-live-url and data-live-active="true" follows the event streams
-// (Server-Sent Events) of the unfinished jobs it shows: [data-job-events] elements in it name
-// their stream. A status event re-fetches data-live-url, whose answer holds fresh copies of the
-// page's [data-live-part] elements (matched by id) and its own data-live-active, false once
-// nothing on the page can change any more. Output events are shown in [data-live-output] as
-// they come: the structured output parsed so far, written with textContent only. A region
-// with no streams to follow is re-fetched every POLL_INTERVAL_MS while it is live.
+// An element with data-live-url and data-live-active="true" follows the event stream
+// (Server-Sent Events) its data-live-events names: a job's (status, output, done), a batch's
+// (status, progress, done) or the one that pulses for the user's lists (change). Every event
+// but output re-fetches data-live-url, at most once per REFRESH_DELAY_MS; its answer holds
+// fresh copies of the page's [data-live-part] elements (matched by id) and its own
+// data-live-active, false once nothing on the page can change any more. Output events are
+// shown in [data-live-output] as they come: the structured output parsed so far, written with
+// textContent only. Where the stream cannot be had (no EventSource, or an answer the browser
+// will not retry), the region is re-fetched every POLL_INTERVAL_MS while it is live instead;
+// data-live-mode says which ("stream" or "poll").
 
 const REFRESH_DELAY_MS = 150;
-// A live region with no job streams in it (a batch's pages: batches have no stream yet) is
-// re-fetched this often instead.
 const POLL_INTERVAL_MS = 2000;
+const REFRESHING_EVENTS = ["status", "progress", "change"];
 
 function setIndicators(active) {
   for (const pill of document.querySelectorAll("[data-live-indicator]")) pill.hidden = !active;
@@ -204,7 +206,8 @@ function showOutput(region) {
 }
 
 function follow(region) {
-  const sources = new Map();
+  let source = null;
+  let polling = !window.EventSource || !region.dataset.liveEvents;
   let timer = null;
   const update = async () => {
     timer = null;
@@ -212,7 +215,7 @@ function follow(region) {
     try {
       active = await refresh(region);
     } catch {
-      active = true; // a network blip: the next event tries again
+      active = true; // a network blip: the next event (or poll) tries again
     }
     region.dataset.liveActive = String(active);
     showOutput(region);
@@ -221,34 +224,35 @@ function follow(region) {
   const later = () => {
     if (timer === null) timer = window.setTimeout(update, REFRESH_DELAY_MS);
   };
-  // One stream per unfinished job on the page: opened for new ones, closed for finished ones.
+  const close = () => {
+    if (source) source.close();
+    source = null;
+  };
+  const open = () => {
+    const opened = new EventSource(region.dataset.liveEvents);
+    for (const name of REFRESHING_EVENTS) opened.addEventListener(name, later);
+    opened.addEventListener("output", (event) => addOutput(region, JSON.parse(event.data)));
+    opened.addEventListener("done", () => {
+      // Closed here, or EventSource would reconnect to a stream that has ended.
+      close();
+      later();
+    });
+    opened.addEventListener("error", () => {
+      // A dropped connection is retried by the browser itself, with Last-Event-ID. One it
+      // gave up on (an error status, not an event stream) leaves the periodic refresh.
+      if (opened.readyState !== EventSource.CLOSED) return;
+      close();
+      polling = true;
+      later();
+    });
+    source = opened;
+  };
   const sync = () => {
     const active = region.dataset.liveActive === "true";
-    const holders = [region, ...region.querySelectorAll("[data-job-events]")];
-    const urls = holders.map((el) => el.dataset.jobEvents).filter(Boolean);
-    const wanted = new Set(active ? urls : []);
-    for (const [url, source] of sources) {
-      if (!wanted.has(url)) {
-        source.close();
-        sources.delete(url);
-      }
-    }
-    for (const url of wanted) {
-      if (sources.has(url)) continue;
-      const source = new EventSource(url);
-      source.addEventListener("status", later);
-      source.addEventListener("output", (event) => addOutput(region, JSON.parse(event.data)));
-      source.addEventListener("done", () => {
-        // Closed here, or EventSource would reconnect to a stream that has ended.
-        source.close();
-        sources.delete(url);
-        later();
-      });
-      sources.set(url, source);
-    }
-    if (active && wanted.size === 0 && timer === null) {
-      timer = window.setTimeout(update, POLL_INTERVAL_MS);
-    }
+    if (!active && source) close();
+    if (active && !polling && !source) open();
+    if (active && polling && timer === null) timer = window.setTimeout(update, POLL_INTERVAL_MS);
+    region.dataset.liveMode = polling ? "poll" : "stream";
     setIndicators(active);
   };
   sync();
