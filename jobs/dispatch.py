@@ -7,6 +7,11 @@ broker nor starves anyone else's batch. A job outside any batch is published at 
 commit, and with Redis ahead of every batch item (AIJOBS_BATCH_PRIORITY): it waits for the
 next free worker slot, not behind the batches' windows.
 
+With AIJOBS_BATCH_MAX_IN_FLIGHT the batches together never have more items out than that:
+a round publishes only what the cap leaves room for, still in turn. A batch large enough to
+fill every worker slot would otherwise leave a job submitted on its own waiting for a slot,
+on workers whose CPU the batch keeps busy; below the fleet's slots, some stay free for it.
+
 Rounds run when a batch is submitted (batches_kick), when one of its items finishes
 (batch_item_finished, in the worker) and every AIJOBS_BATCH_DISPATCH_INTERVAL from beat.
 Two rounds at once never publish past a window: each locks the batch rows it works on
@@ -26,7 +31,7 @@ from django.utils import timezone
 
 from celery_app import app as celery_app
 from jobs import rows
-from jobs.models import Job
+from jobs.models import UNFINISHED, Job
 from jobs.submission import job_enqueue
 
 log = logging.getLogger(__name__)
@@ -53,15 +58,32 @@ def _round() -> int:
         batch_ids = rows.batches_lock_live()
         if not batch_ids:
             return 0
+        # With no room the statement still runs: it also finishes batches with nothing left.
         job_ids = rows.batch_items_publish(
             batch_ids=batch_ids,
             window=settings.AIJOBS_BATCH_WINDOW,
-            limit=ROUND_LIMIT,
+            limit=min(ROUND_LIMIT, _room()),
             now=timezone.now(),
         )
         if job_ids:
             transaction.on_commit(partial(_publish, job_ids))
     return len(job_ids)
+
+
+def _room() -> int:
+    """Items AIJOBS_BATCH_MAX_IN_FLIGHT leaves room for (a round's worth without it).
+
+    Counted on the dispatcher's in-flight index, after the round locked its batches: two
+    rounds only run at once on different batches (a batch submitted during a round), and
+    only then can they go past the cap together, by the second round's items.
+    """
+    cap = settings.AIJOBS_BATCH_MAX_IN_FLIGHT
+    if not cap:
+        return ROUND_LIMIT
+    out = Job.objects.filter(
+        batch__isnull=False, enqueued_at__isnull=False, status__in=UNFINISHED
+    ).count()
+    return max(0, cap - out)
 
 
 def _publish(job_ids: list[UUID]) -> None:
