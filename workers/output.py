@@ -149,8 +149,8 @@ class Batcher:
             self._changed.notify_all()
 
     def withdraw(self, stream: OutputStream) -> str:
-        """The text the stream's held event had, taken back (it is sent with the next); first
-        waits for its event being sent, so the stream's events stay in order."""
+        """The text of the stream's held event, taken back for the stream to send itself; first
+        waits while an event of the stream is being sent, so its events stay in order."""
         with self._changed:
             while stream in self._sending:
                 self._changed.wait()
@@ -182,7 +182,12 @@ class Batcher:
                 self._changed.wait_for(lambda: bool(self._held))
             # Events that come meanwhile go in the same round trip.
             time.sleep(self._interval)
-            self.send_held()
+            try:
+                self.send_held()
+            except Exception:
+                # A bug must not end the thread: every later event of the process would wait
+                # for it in vain. That round trip's events are dropped; their calls go on.
+                log.exception("output events: a round trip failed")
 
 
 # The worker's: every streaming call of the process shares it.
