@@ -85,7 +85,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     add(
         "--batch-max-in-flight",
         type=int,
-        help="h's AIJOBS_BATCH_MAX_IN_FLIGHT (default three quarters of --concurrency; 0: none)",
+        default=defaults.batch_max_in_flight,
+        help="h's AIJOBS_BATCH_MAX_IN_FLIGHT (default 0: no cap, as the product)",
     )
     add("--accept-items", type=int, help=f"items of f's submissions ({defaults.accept_items})")
     add("--connections", type=int, default=defaults.connections, help="connections in d")

@@ -2,9 +2,9 @@
 5,000-item batch runs, p50 and p99, against the same on the idle system in the same run.
 
 Batch items wait on the broker at a lower priority (jobs/dispatch.py), so a single job is
-taken by the next free slot; with AIJOBS_BATCH_MAX_IN_FLIGHT below the worker's slots
-(--batch-max-in-flight, three quarters of them by default; 0 for no cap) some are free for it
-at once, on a worker the batch keeps less busy.
+taken by the next free slot. The worker runs with the product's default, no cap on the
+batches' items in flight; --batch-max-in-flight sets AIJOBS_BATCH_MAX_IN_FLIGHT, which keeps
+some slots free for the single job, and the worker less busy with the batch.
 """
 
 from __future__ import annotations
@@ -56,8 +56,10 @@ def fairness_run(session: Session, sim: Simulator, web: Web, other: str) -> Fair
     options = session.options
     client = ApiClient(web.url, session.token)
     session.fresh_run(sim)
-    cap = str(batch_max_in_flight(options))
-    worker = session.worker(sim, options.pool, options.concurrency, AIJOBS_BATCH_MAX_IN_FLIGHT=cap)
+    cap = options.batch_max_in_flight
+    worker = session.worker(
+        sim, options.pool, options.concurrency, AIJOBS_BATCH_MAX_IN_FLIGHT=str(cap)
+    )
     with stopping(session.processes, worker.child):
         sequential_latencies(session, client, LATENCY_WARMUP_JOBS)
         idle = sequential_latencies(session, client, options.latency_jobs)
@@ -73,7 +75,7 @@ def fairness_run(session: Session, sim: Simulator, web: Web, other: str) -> Fair
         [job.added_ms for job in idle],
         [job.added_ms for job in busy],
         options.batch_items,
-        int(cap),
+        cap,
         left,
     )
     (busy50, idle50), (busy99, idle99) = run.p(50), run.p(99)
@@ -89,16 +91,10 @@ def fairness_run(session: Session, sim: Simulator, web: Web, other: str) -> Fair
     return run
 
 
-def batch_max_in_flight(options: Options) -> int:
-    if options.batch_max_in_flight is not None:
-        return options.batch_max_in_flight
-    return options.concurrency * 3 // 4
-
-
 def rows(options: Options, runs: list[FairnessRun]) -> list[Row]:
     if not runs:
         return []
-    cap = batch_max_in_flight(options)
+    cap = options.batch_max_in_flight
     slots = f"at most {cap} of {options.concurrency} slots" if cap else "no cap"
     what = f"{options.latency_jobs} sequential jobs @ {options.latency_ms} ms, batch {slots}"
     early = sum(r.batch_items_left == 0 for r in runs)
