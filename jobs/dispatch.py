@@ -7,6 +7,11 @@ broker nor starves anyone else's batch. A job outside any batch is published at 
 commit, and with Redis ahead of every batch item (AIJOBS_BATCH_PRIORITY): it waits for the
 next free worker slot, not behind the batches' windows.
 
+With AIJOBS_BATCH_MAX_IN_FLIGHT the batches together never have more items out than that:
+a round publishes only what the cap leaves room for, still in turn. A batch large enough to
+fill every worker slot would otherwise leave a job submitted on its own waiting for a slot,
+on workers whose CPU the batch keeps busy; below the fleet's slots, some stay free for it.
+
 Rounds run when a batch is submitted (batches_kick), when one of its items finishes
 (batch_item_finished, in the worker, which also ends the batch at once after its last item)
 and every AIJOBS_BATCH_DISPATCH_INTERVAL from beat.
@@ -27,7 +32,7 @@ from django.utils import timezone
 
 from celery_app import app as celery_app
 from jobs import rows, webhooks
-from jobs.models import Job, WebhookEvent
+from jobs.models import UNFINISHED, Job, WebhookEvent
 from jobs.submission import job_enqueue
 
 log = logging.getLogger(__name__)
@@ -55,10 +60,11 @@ def _round() -> int:
         if not batch_ids:
             return 0
         now = timezone.now()
+        # With no room the statement still runs: it also finishes batches with nothing left.
         published = rows.batch_items_publish(
             batch_ids=batch_ids,
             window=settings.AIJOBS_BATCH_WINDOW,
-            limit=ROUND_LIMIT,
+            limit=min(ROUND_LIMIT, _room()),
             now=now,
             # A batch that starts or ends in this round gets its message in the same statement.
             started_ids=[webhooks.message_id(pk, WebhookEvent.BATCH_STARTED) for pk in batch_ids],
@@ -71,6 +77,22 @@ def _round() -> int:
             transaction.on_commit(partial(_publish, published.job_ids))
         webhooks.messages_hand_over(published.message_ids)
     return len(published.job_ids)
+
+
+def _room() -> int:
+    """Items AIJOBS_BATCH_MAX_IN_FLIGHT leaves room for (a round's worth without it).
+
+    Counted on the dispatcher's in-flight index, after the round locked its batches: two
+    rounds only run at once on different batches (a batch submitted during a round), and
+    only then can they go past the cap together, by the second round's items.
+    """
+    cap = settings.AIJOBS_BATCH_MAX_IN_FLIGHT
+    if not cap:
+        return ROUND_LIMIT
+    out = Job.objects.filter(
+        batch__isnull=False, enqueued_at__isnull=False, status__in=UNFINISHED
+    ).count()
+    return max(0, cap - out)
 
 
 def _publish(job_ids: list[UUID]) -> None:

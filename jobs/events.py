@@ -175,10 +175,18 @@ def job_output_publish(job_id: UUID | str, data: dict[str, Any]) -> bool:
 
     Raises redis.RedisError: the caller decides what a lost event costs it.
     """
+    return job_outputs_publish([(job_id, data)])[0]
+
+
+def job_outputs_publish(outputs: list[tuple[UUID | str, dict[str, Any]]]) -> list[bool]:
+    """Publish output events of any jobs in one round trip; for each, whether its job has
+    been canceled. Raises redis.RedisError, as job_output_publish."""
     pipe = get_redis().pipeline(transaction=False)
-    _add(pipe, job_id, "output", data)
-    pipe.exists(cancel_key(job_id))
-    return bool(pipe.execute()[-1])
+    for job_id, data in outputs:
+        _add(pipe, job_id, "output", data)
+        pipe.exists(cancel_key(job_id))
+    # Each event is XADD, EXPIRE, EXISTS: every third reply answers the cancel question.
+    return [bool(exists) for exists in pipe.execute()[2::3]]
 
 
 async def job_events_read(

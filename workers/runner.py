@@ -25,7 +25,7 @@ from jobs.errors import BudgetExceeded
 from jobs.models import Job, Outcome, ProviderCall
 from workers import claude, ratelimit
 from workers.backoff import retry_delay
-from workers.output import OutputStream
+from workers.output import BATCHER, OutputStream
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ def _ask(job: Job, seq: int, request: Request) -> claude.Reply:
     """
     output = None
     if settings.AIJOBS_STREAM_OUTPUT:
-        output = OutputStream(job.id, attempt=job.attempts, seq=seq)
+        output = OutputStream(job.id, attempt=job.attempts, seq=seq, batcher=BATCHER)
     try:
         return claude.call(
             model=job.model,

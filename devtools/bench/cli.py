@@ -10,7 +10,8 @@ writes bench-results/latest.json (and a dated copy); PERFORMANCE.md explains the
     a  jobs/s end to end (HTTP submit -> finished in Postgres) at zero simulated latency,
        against bare Celery (no-op task, same broker and worker settings) in the same run
     b  jobs/s of one worker with a full queue, in steady state (the first wave left out),
-       against concurrency / latency (Little's law), threads and gevent
+       against concurrency / latency (Little's law), threads and gevent, answers streamed
+       and plain; the worker's CPU per job streaming against plain calls
     c  submit-to-finished time minus the simulated latency, sequential jobs, p50 and p99
     d  GET /api/v1/jobs/{id} requests/s and p99 against a constant Django view, same server
     e  peak RSS of the worker at concurrency 256 (measured during b)
@@ -31,6 +32,7 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
+from devtools.bench.b_littles_law import OUTPUTS
 from devtools.bench.registry import LETTERS, SCENARIOS
 from devtools.bench.report import publish
 from devtools.bench.scenario import Results
@@ -67,6 +69,12 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         help="pool of a and c, and of b's figures in latest.json (default threads)",
     )
     add("--little-pools", default="threads,gevent", help="pools measured in b (both by default)")
+    add(
+        "--little-outputs",
+        default="streaming,plain",
+        help="calls measured in b: streamed answers, plain ones (both by default; the first "
+        "gives b's efficiencies in latest.json)",
+    )
     add("--concurrency", type=int, default=defaults.concurrency, help="worker's -c in a, c (16)")
     add("--clients", type=int, default=defaults.clients, help="client threads submitting jobs")
     add("--little-seconds", type=float, help="length of a run of b at the bound (default 12)")
@@ -74,6 +82,12 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     add("--latency-ms", type=int, default=defaults.latency_ms, help="simulated latency in c")
     add("--status-seconds", type=float, help="length of a load run in d (default 8)")
     add("--batch-items", type=int, help=f"items of the batch in g and h ({defaults.batch_items})")
+    add(
+        "--batch-max-in-flight",
+        type=int,
+        default=defaults.batch_max_in_flight,
+        help="h's AIJOBS_BATCH_MAX_IN_FLIGHT (default 0: no cap, as the product)",
+    )
     add("--accept-items", type=int, help=f"items of f's submissions ({defaults.accept_items})")
     add("--connections", type=int, default=defaults.connections, help="connections in d")
     add("--profile", action="store_true", help="also profile a and d with py-spy")
@@ -104,6 +118,7 @@ def _options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Optio
         only=only,
         pool=args.pool,
         little_pools=tuple(args.little_pools.split(",")),
+        little_outputs=_little_outputs(parser, args.little_outputs),
         concurrency=args.concurrency,
         clients=args.clients,
         latency_ms=args.latency_ms,
@@ -112,8 +127,16 @@ def _options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Optio
         db_connection_limit=args.db_connection_limit,
         redis_db=args.redis_db,
         note=args.note,
+        batch_max_in_flight=args.batch_max_in_flight,
         **counts,
     )
+
+
+def _little_outputs(parser: argparse.ArgumentParser, value: str) -> tuple[str, ...]:
+    outputs = tuple(part.strip() for part in value.split(",") if part.strip())
+    if not outputs or set(outputs) - set(OUTPUTS):
+        parser.error(f"--little-outputs takes {','.join(OUTPUTS)}")
+    return outputs
 
 
 def run_scenarios(session: Session) -> Results:

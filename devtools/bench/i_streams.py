@@ -95,6 +95,8 @@ def publish(session: Session, job_id: str) -> float:
 
 
 def rows(options: Options, runs: list[StreamsRun]) -> list[Row]:
+    if not runs:
+        return []
     return [
         Row(
             f"i. {STREAMS} event streams held by one web process: RSS, CPU while idle",

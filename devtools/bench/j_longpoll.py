@@ -80,6 +80,8 @@ def submission_p99(client: ApiClient) -> float:
 
 
 def rows(options: Options, runs: list[LongPollRun]) -> list[Row]:
+    if not runs:
+        return []
     ratio = median([r.ratio for r in runs])
     return [
         Row(

@@ -52,12 +52,14 @@ class Options:
     jobs: int = 2000
     pool: str = "threads"
     little_pools: tuple[str, ...] = ("threads", "gevent")
+    little_outputs: tuple[str, ...] = ("streaming", "plain")
     concurrency: int = 16
     clients: int = 16
     little_seconds: float = 12.0
     latency_jobs: int = 200
     latency_ms: int = 100
     batch_items: int = 5000
+    batch_max_in_flight: int = 0  # h's AIJOBS_BATCH_MAX_IN_FLIGHT (0: none, the default)
     accept_items: int = 10_000
     status_seconds: float = 8.0
     connections: int = 32

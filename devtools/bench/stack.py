@@ -276,9 +276,14 @@ class JobsTable:
         self.conn.close()
 
     def reset(self) -> None:
-        """Empty the tables a run writes, so every run starts from the same state."""
+        """Empty the tables a run writes, so every run starts from the same state.
+
+        CASCADE also empties what refers to jobs and batches (their webhook messages), so a
+        table added later cannot make the reset fail; nothing a run reads refers the other way.
+        """
         self.conn.execute(
             "TRUNCATE jobs_providercall, jobs_job, jobs_batch, django_celery_results_taskresult"
+            " CASCADE"
         )
 
     def counts(self) -> dict[str, int]:

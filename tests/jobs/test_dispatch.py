@@ -116,6 +116,35 @@ def test_a_round_limit_is_shared_in_turn_and_the_next_round_goes_on(
     assert Job.objects.filter(batch=small, enqueued_at__isnull=False).count() == 4
 
 
+def test_the_batches_together_never_have_more_out_than_the_cap_still_in_turn(
+    user, other_user, run_round, settings
+):
+    settings.AIJOBS_BATCH_MAX_IN_FLIGHT = 4
+    a1 = named(batch_of(user, texts(5)), "a1")
+    b1 = named(batch_of(other_user, texts(5)), "b1")
+
+    assert run_round() == ["a1#1", "b1#1", "a1#2", "b1#2"]
+    assert run_round() == [], "each window has room, the cap has none"
+    finish(b1, 1)
+    assert run_round() == ["a1#3"]
+    finish(a1, 1, 2, 3)
+    assert run_round() == ["a1#4", "b1#3", "a1#5"]
+
+
+def test_a_batch_with_nothing_left_finishes_while_the_cap_is_full(
+    user, other_user, run_round, settings
+):
+    settings.AIJOBS_BATCH_MAX_IN_FLIGHT = 1
+    named(batch_of(user, texts(3)), "big")
+    small = named(batch_of(other_user, texts(1)), "small")
+    assert run_round() == ["big#1"]
+
+    finish(small, 1, status=Status.CANCELED)
+    assert run_round() == []
+    small.refresh_from_db()
+    assert small.status == BatchStatus.FINISHED
+
+
 def test_a_batch_runs_at_its_first_dispatch_and_finishes_with_its_last_item(user, run_round):
     batch = named(batch_of(user, texts(2)), "b")
     assert (batch.status, batch.started_at) == (BatchStatus.QUEUED, None)

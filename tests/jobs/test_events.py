@@ -84,16 +84,20 @@ def test_nothing_to_read_gives_nothing_once_the_wait_is_over(job_id):
 
 def test_the_replay_buffer_is_trimmed_and_expires(job_id):
     client = get_redis()
-    pipe = client.pipeline(transaction=False)
     for n in range(events.MAX_EVENTS + 500):
-        events._add(pipe, job_id, "output", {"text": str(n), "partial": None})
-    pipe.execute()
+        job_output_publish(job_id, {"text": str(n), "partial": None, "attempt": 1, "seq": 0})
+    assert 0 < client.ttl(events.events_key(job_id)) <= events.EXPIRE_SECONDS
     job_event_publish(job_id, "status", {"status": "succeeded"})
 
     length = client.xlen(events.events_key(job_id))
     assert events.MAX_EVENTS <= length < events.MAX_EVENTS + 500
     assert 0 < client.ttl(events.events_key(job_id)) <= events.EXPIRE_SECONDS
-    assert read(job_id)[-1][1:] == ("status", {"status": "succeeded"})
+    last_output, status = read(job_id)[-2:]
+    assert last_output[1:] == (
+        "output",
+        {"text": str(events.MAX_EVENTS + 499), "partial": None, "attempt": 1, "seq": 0},
+    )
+    assert status[1:] == ("status", {"status": "succeeded"})
 
 
 @pytest.mark.django_db
@@ -146,6 +150,20 @@ def test_an_output_event_tells_the_worker_the_job_was_canceled(
 
     assert job_output_publish(job_id, data) is True
     assert get_redis().ttl(events.cancel_key(job_id)) > 0
+
+
+@pytest.mark.django_db
+def test_output_events_of_several_jobs_go_together_each_with_its_cancel(
+    job_id, django_capture_on_commit_callbacks
+):
+    other = uuid.uuid4()
+    with django_capture_on_commit_callbacks(execute=True):
+        job_status_publish(other, "canceled")
+    first, second = {"text": "{", "partial": {}}, {"text": "[", "partial": []}
+
+    assert events.job_outputs_publish([(job_id, first), (other, second)]) == [False, True]
+    assert [(event, data) for _, event, data in read(job_id)] == [("output", first)]
+    assert read(other)[-1][1:] == ("output", second)
 
 
 # --- every state change publishes its status once it has committed ----------------------------

@@ -1,4 +1,5 @@
-"""Output events: deltas coalesced to at most ten a second, each with what parses so far."""
+"""Output events: deltas coalesced to at most ten a second, each with what parses so far, and
+a worker's calls' events sent together."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import json
 import pytest
 import redis
 
-from workers.output import MIN_INTERVAL_SECONDS, OutputStream, partial_output
+from tests.integration.harness import wait_for
+from workers.output import MIN_INTERVAL_SECONDS, Batcher, OutputStream, partial_output
 
 ANSWER = {"summary": "The town rebuilt its lighthouse.", "key_points": ["Volunteers paid."]}
 
@@ -124,3 +126,110 @@ def test_redis_unreachable_stops_the_events_but_not_the_stream(clock):
 )
 def test_partial_output_parses_what_has_been_written(text, partial):
     assert partial_output(text) == partial
+
+
+# --- a worker's batcher: every call's events in one round trip --------------------------------
+
+
+class Sent:
+    """A publish_many that records each round trip, and answers canceled for some jobs."""
+
+    def __init__(self, canceled: frozenset[str] = frozenset()) -> None:
+        self.trips: list[list[tuple[str, dict]]] = []
+        self.canceled = canceled
+
+    def __call__(self, outputs: list[tuple[str, dict]]) -> list[bool]:
+        self.trips.append(outputs)
+        return [job_id in self.canceled for job_id, _ in outputs]
+
+
+def batched(clock, job_id: str, batcher: Batcher, published: list) -> OutputStream:
+    def publish(job_id, data) -> bool:
+        published.append((job_id, data))
+        return False
+
+    return OutputStream(job_id, attempt=1, seq=0, clock=clock, publish=publish, batcher=batcher)
+
+
+def test_the_events_of_every_call_go_in_one_round_trip_but_each_first_at_once(clock, published):
+    sent = Sent()
+    batcher = Batcher(sent)
+    first, second = (batched(clock, job, batcher, published) for job in ("job-1", "job-2"))
+
+    first.write("{")
+    second.write("[")
+    clock.now += MIN_INTERVAL_SECONDS
+    first.write('"summary"')
+    second.write('"news"')
+    batcher.send_held()
+
+    assert [(job, data["text"]) for job, data in published] == [("job-1", "{"), ("job-2", "[")]
+    assert [[(job, data["text"]) for job, data in trip] for trip in sent.trips] == [
+        [("job-1", '"summary"'), ("job-2", '"news"')]
+    ]
+
+
+def test_a_cancel_in_the_reply_stops_that_call_only(clock, published):
+    batcher = Batcher(Sent(canceled=frozenset({"job-2"})))
+    first, second = (batched(clock, job, batcher, published) for job in ("job-1", "job-2"))
+    for output in (first, second):
+        output.write("{")
+    clock.now += MIN_INTERVAL_SECONDS
+    for output in (first, second):
+        output.write('"summary"')
+    batcher.send_held()
+
+    assert first.write(": ") is True
+    assert second.write(": ") is False
+
+
+def test_the_last_event_goes_at_once_with_what_the_batcher_still_held(clock, published):
+    sent = Sent()
+    batcher = Batcher(sent)
+    output = batched(clock, "job-1", batcher, published)
+    text = json.dumps(ANSWER)
+    for piece in pieces(text):
+        output.write(piece)
+        clock.now += 0.01
+    batcher.send_held()
+    clock.now += MIN_INTERVAL_SECONDS
+    output.write(" ")  # held by the batcher with the rest, never sent by it
+    output.flush()
+
+    (_, first), (_, last) = published
+    batched_texts = [data["text"] for trip in sent.trips for _, data in trip]
+    assert len(batched_texts) == 1, "what came between the first and the send, as one event"
+    assert first["text"] + batched_texts[0] + last["text"] == text + " ", (
+        "each piece once, in order"
+    )
+    assert last["partial"] == ANSWER
+    assert batcher.withdraw(output) == ""
+
+
+def test_redis_refusing_a_round_trip_stops_the_events_of_its_calls(clock, published):
+    def unreachable(outputs) -> list[bool]:
+        raise redis.ConnectionError("Redis is away")
+
+    batcher = Batcher(unreachable)
+    output = batched(clock, "job-1", batcher, published)
+    output.write("{")
+    clock.now += MIN_INTERVAL_SECONDS
+    output.write('"summary"')
+    batcher.send_held()
+
+    clock.now += MIN_INTERVAL_SECONDS
+    assert output.write(": ") is True, "the answer is still read"
+    output.flush()
+    assert [data["text"] for _, data in published] == ["{"]
+
+
+def test_the_batchers_thread_sends_what_is_held(clock, published):
+    sent = Sent()
+    batcher = Batcher(sent, interval=0.001)
+    output = batched(clock, "job-1", batcher, published)
+    output.write("{")
+    clock.now += MIN_INTERVAL_SECONDS
+    output.write('"summary"')
+
+    wait_for(lambda: sent.trips, timeout=5, what="the batcher's round trip")
+    assert [data["text"] for _, data in sent.trips[0]] == ['"summary"']
