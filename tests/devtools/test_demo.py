@@ -348,9 +348,9 @@ def test_the_readme_api_walkthrough_works_next_to_a_running_demo(demo_database_u
     ids = [frame["id"] for frame in whole[1:]]
     assert [frame.get("id") for frame in resumed[1:]] == ids[1:], "after Last-Event-ID only"
     assert batch_walk.returncode == 0, batch_walk.stderr
-    batch_streams, (*_, uploaded, batch) = sse_and_json(batch_walk.stdout)
-    ends = [stream[-1]["event"] for stream in batch_streams]
-    assert ends == ["done", "done"], "the job's stream ended, then the batch's"
+    (batch_stream,), (*_, uploaded, batch) = sse_and_json(batch_walk.stdout)
+    assert batch_stream[-1]["event"] == "done", "the batch's stream ends with done"
+    assert json.loads(batch_stream[-1]["data"])["status"] == "finished"
     assert (batch["kind"], batch["total"]) == ("classify", 2), batch
     assert uploaded["kind"] == "classify", uploaded
     assert uploaded["total"] > 2, uploaded
