@@ -30,6 +30,8 @@ from tests.integration.harness import (
 )
 
 TERMINAL = ("succeeded", "failed", "canceled")
+# Enough of each process's log to see what it did last when a wait times out.
+LOG_TAIL_LINES = 40
 # In every job's text: it must never show up in a log.
 CANARY = f"CANARY{uuid.uuid4().hex}"
 # Fast reconciliation, so a test sees the reaper act within seconds.
@@ -106,6 +108,15 @@ class Stack:
     def logs(self) -> str:
         """Everything the stack's processes wrote."""
         return "".join(path.read_text(errors="replace") for path in self.root.glob("*.log"))
+
+    def log_tails(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The last lines of each process's log, for a failure's message: the stack and its
+        logs are gone once the module's tests end."""
+        return "".join(
+            f"\n--- {path.name} (last {lines} lines)\n"
+            + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+            for path in sorted(self.root.glob("*.log"))
+        )
 
     def manage(self, *args: str) -> str:
         return subprocess.run(
@@ -200,9 +211,12 @@ class Stack:
                 (ids, list(TERMINAL)),
             )
 
-        wait_for(
-            lambda: not unfinished(), timeout=timeout, what="every job to finish", interval=0.5
-        )
+        try:
+            wait_for(
+                lambda: not unfinished(), timeout=timeout, what="every job to finish", interval=0.5
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; still {unfinished()[:5]}{self.log_tails()}") from None
 
     def stop(self) -> None:
         for worker in self.workers:
