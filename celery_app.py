@@ -7,6 +7,7 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import beat_init
+from kombu.transport import redis as kombu_redis
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
@@ -22,3 +23,25 @@ def _beat_sends_no_task_sent_events(sender: Any, **kwargs: Any) -> None:
     The worker sends none for them either (their tasks' send_events=False), so Flower shows
     job runs and nothing else."""
     sender.app.conf.task_send_sent_event = False
+
+
+_restore_unacked = kombu_redis.QoS.restore_unacked
+
+
+def _restore_unless_collected(self: kombu_redis.QoS, client: Any = None) -> Any:
+    """Restore a closing channel's unacked messages, unless its connection was collected.
+
+    When a worker loses Redis, Celery 5.7 collects the broken connection (which clears its
+    transport's client) and then closes it; closing restores the unacked messages, and
+    without a client that raises AttributeError, which the close's error guard does not
+    catch: it ends the worker's consumer, and the worker takes no more messages after Redis
+    is back (tests/chaos/test_faults.py: jobs submitted while the broker is down). Over a lost
+    connection nothing can be restored anyway; the messages stay in Redis's unacked set, and
+    the reaper republishes their jobs.
+    """
+    if client is None and self.channel.connection.client is None:
+        return None
+    return _restore_unacked(self, client)
+
+
+kombu_redis.QoS.restore_unacked = _restore_unless_collected
