@@ -29,8 +29,12 @@ def _new_secret() -> str:
 
 def secret_for(user: AbstractBaseUser) -> WebhookSecret:
     """The user's secret, made the first time anyone asks (page, API or a delivery)."""
+    return _secret_of(user.pk)
+
+
+def _secret_of(user_id: int) -> WebhookSecret:
     secret, _created = WebhookSecret.objects.get_or_create(
-        user_id=user.pk, defaults={"secret": _new_secret()}
+        user_id=user_id, defaults={"secret": _new_secret()}
     )
     return secret
 
@@ -52,9 +56,7 @@ def secret_rotate(user: AbstractBaseUser) -> WebhookSecret:
 def signing_secrets(user_id: int) -> list[str]:
     """The secrets a message to this user's webhooks is signed with now: the current one, and
     the previous one while it lasts."""
-    secret, _created = WebhookSecret.objects.get_or_create(
-        user_id=user_id, defaults={"secret": _new_secret()}
-    )
+    secret = _secret_of(user_id)
     keys = [secret.secret]
     if previous_until(secret) is not None:
         keys.append(secret.previous)
