@@ -12,9 +12,10 @@ a round publishes only what the cap leaves room for, still in turn. A batch larg
 fill every worker slot would otherwise leave a job submitted on its own waiting for a slot,
 on workers whose CPU the batch keeps busy; below the fleet's slots, some stay free for it.
 
-Rounds run when a batch is submitted (batches_kick), when one of its items finishes
-(batch_item_finished, in the worker, which also ends the batch at once after its last item)
-and every AIJOBS_BATCH_DISPATCH_INTERVAL from beat.
+Rounds run when a batch is submitted (batches_kick), after its items finish
+(batch_items_finished: a worker process runs one round for the items it finished since its
+last, and ends a batch at once after its last item) and every AIJOBS_BATCH_DISPATCH_INTERVAL
+from beat.
 Two rounds at once never publish past a window: each locks the batch rows it works on
 (SKIP LOCKED, so neither waits), and an item published is marked in the same transaction
 and sent only once it commits, as a single job is.
@@ -23,6 +24,7 @@ and sent only once it commits, as a single job is.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from functools import partial
 from uuid import UUID
 
@@ -31,7 +33,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from celery_app import app as celery_app
-from jobs import rows, webhooks
+from jobs import events, rows, webhooks
 from jobs.models import UNFINISHED, Job, WebhookEvent
 from jobs.submission import job_enqueue
 
@@ -121,17 +123,21 @@ def _send_kick() -> None:
         log.warning("batch dispatch kick refused by the broker (%s); beat's round will run", exc)
 
 
-def batch_item_finished(*, batch_id: UUID) -> None:
-    """An item of the batch has finished: its window has room, so run a round here and now.
+def batch_items_finished(batch_ids: Collection[UUID]) -> None:
+    """Items of these batches have finished: their windows have room, so run a round now.
 
-    Called by the worker after the item's attempt, outside any transaction. A round the
-    database refuses (a restart) is left to beat's next one: the item itself is recorded.
+    Called by a worker's round thread (workers/rounds.py), outside any transaction, for
+    every item finished since its last round. A round the database refuses (a restart) is
+    left to beat's next one: the items themselves are recorded.
     """
     try:
         batches_dispatch()
-        _end_if_done(batch_id)
+        for batch_id in batch_ids:
+            _end_if_done(batch_id)
     except DatabaseError as exc:
-        log.warning("batch dispatch after an item failed (%s); beat's round will run", exc)
+        log.warning("batch dispatch after items finished failed (%s); beat's round will run", exc)
+    # After the round: whoever a batch's last item woke sees the batch ended on this pulse.
+    events.topics_pulse([events.batch_topic(batch_id) for batch_id in batch_ids])
 
 
 def _end_if_done(batch_id: UUID) -> None:

@@ -19,13 +19,14 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from pydantic import BaseModel
 
-from jobs import attempts, dispatch, events, kinds, limits
+from jobs import attempts, events, kinds, limits
 from jobs.attempts import CallReport, ClaimOutcome
 from jobs.errors import BudgetExceeded
 from jobs.models import Job, Outcome, ProviderCall
 from workers import claude, ratelimit
 from workers.backoff import retry_delay
 from workers.output import BATCHER, OutputStream
+from workers.rounds import ROUNDS
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,7 @@ def run_job(job_id: UUID | str, *, task_id: str = "") -> RunResult:
         raise
     if job.batch_id is not None and result.retry_in is None:
         # The item is done with (or another attempt's now): its batch's window has room.
-        dispatch.batch_item_finished(batch_id=job.batch_id)
-    # After the round, so a batch its last item ended is seen ended by whoever wakes.
+        ROUNDS.item_finished(job.batch_id)
     events.topics_pulse(events.job_topics(owner_id=job.owner_id, batch_id=job.batch_id))
     return result
 

@@ -8,6 +8,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from devtools.bench.bare import NOOP_TASK
@@ -120,16 +121,22 @@ Recorder = Callable[[Worker, Web], contextlib.AbstractContextManager[None]]
 
 
 def platform_rate_of(
-    session: Session, sim: Simulator, web: Web, jobs: int, recorder: Recorder | None = None
+    session: Session,
+    sim: Simulator,
+    web: Web,
+    jobs: int,
+    recorder: Recorder | None = None,
+    kind: ModuleType | None = None,
 ) -> tuple[float, Outcome, Usage]:
-    """Jobs per second from the first POST to the last job's finished_at."""
+    """Jobs per second from the first POST to the last job's finished_at (the kinds in turn,
+    or only `kind`)."""
     session.fresh_run(sim)
     worker = session.worker(sim, session.options.pool, session.options.concurrency)
     profiled = recorder(worker, web) if recorder else contextlib.nullcontext()
     with stopping(session.processes, worker.child), profiled:
         meter = session.meter(sim, web=web.child.pid, worker=worker.child.pid)
         started = time.time()
-        session.submit(web, jobs)
+        session.submit(web, jobs, kind)
         outcome = wait_for_jobs(session, jobs, timeout=60 + jobs / 10)
         usage = meter.stop()
     _, last = session.table.window()

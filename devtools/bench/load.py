@@ -21,6 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,9 +39,10 @@ TEXT = (
 WRK_THREADS = 2
 
 
-def job_body(index: int, tag: str) -> dict[str, Any]:
-    """Job `index` of a run: the built-in kinds in turn, each with a text of its own."""
-    kind = kinds.BUILTIN[index % len(kinds.BUILTIN)]
+def job_body(index: int, tag: str, kind: ModuleType | None = None) -> dict[str, Any]:
+    """Job `index` of a run: the built-in kinds in turn (or only `kind`), each with a text of
+    its own."""
+    kind = kind or kinds.BUILTIN[index % len(kinds.BUILTIN)]
     text = TEXT.format(ref=f"{tag}-{index}")
     return {"kind": kind.NAME, "input": {**kind.EXAMPLES[0].input, "text": text}}
 

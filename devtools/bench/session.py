@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from devtools.bench.load import ApiClient, batch_json, batch_texts, in_parallel, job_body
@@ -35,7 +36,11 @@ QUEUE = "aijobs-bench"
 BARE_QUEUE = "aijobs-bench-bare"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/aijobs"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-JOB_POLL = 0.02  # s between looks at the jobs table while a run drains
+# s between looks at the jobs table while a run drains. Rates come from the rows' own
+# timestamps, so a look later changes no figure; each look counts the whole table, and at 50
+# a second (5 ms each over a 5,000-item batch's rows) PostgreSQL spent a quarter of a core on
+# the bench's looks rather than the jobs'.
+JOB_POLL = 0.2
 BROKER_POLL = 0.005
 # A message between its pop from the queue and its entry in `unacked` is in neither: an empty
 # broker counts only when it is still empty this much later.
@@ -84,12 +89,15 @@ class Session:
     def child_env(self, sim: Simulator | None = None, **overrides: str) -> dict[str, str]:
         return self.env.child_env(sim.url if sim else "", **overrides)
 
-    def submit(self, web: Web, count: int) -> list[str]:
-        """Submit count jobs over HTTP from --clients threads; their ids."""
+    def submit(self, web: Web, count: int, kind: ModuleType | None = None) -> list[str]:
+        """Submit count jobs over HTTP from --clients threads (the kinds in turn, or only
+        `kind`); their ids."""
         self.batches += 1
         tag = f"{os.getpid()}-{self.batches}"
         client = ApiClient(web.url, self.token)
-        return in_parallel(count, self.options.clients, lambda i: client.submit(job_body(i, tag)))
+        return in_parallel(
+            count, self.options.clients, lambda i: client.submit(job_body(i, tag, kind))
+        )
 
     def submit_batch(self, web: Web, count: int, token: str | None = None) -> float:
         """POST /batches of count items as JSON, as the bench's user or the token's; when the

@@ -299,7 +299,7 @@ def test_the_last_item_ends_its_batch_though_a_round_holding_it_looked_too_early
     finish(batch, 1, 2)
 
     with HeldBatch(batch):
-        ending = in_thread(lambda: dispatch.batch_item_finished(batch_id=batch.id))
+        ending = in_thread(lambda: dispatch.batch_items_finished([batch.id]))
         wait_for(lambda: lock_waiters() > 0, timeout=10, what="the end to wait for the lock")
     ending.join(10)
 
@@ -315,7 +315,7 @@ def test_an_item_with_others_left_waits_for_no_lock(user, published):
     finish(batch, 1)
 
     with HeldBatch(batch):
-        ending = in_thread(lambda: dispatch.batch_item_finished(batch_id=batch.id))
+        ending = in_thread(lambda: dispatch.batch_items_finished([batch.id]))
         ending.join(10)
         assert not ending.is_alive(), "it returned while the lock was still held"
 
