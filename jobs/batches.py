@@ -3,7 +3,7 @@ run again.
 
 A batch is all or nothing. Every item is validated by its kind before anything is written, and
 a single bad item refuses the whole submission with the first problems listed; then the batch
-row and all its jobs are stored in one transaction with bulk INSERTs. The jobs are ordinary
+row and all its jobs are stored in one transaction, the jobs in one COPY. The jobs are ordinary
 queued jobs, but unpublished (`enqueued_at` NULL): the dispatcher (jobs.dispatch) hands them to
 the broker a window at a time, so a large batch never floods it.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from types import ModuleType
@@ -23,7 +23,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from jobs import dispatch, events, limits, submission, webhooks
+from jobs import dispatch, events, limits, rows, submission, webhooks
 from jobs.batch_files import BatchFileError, BatchItem
 from jobs.errors import BatchAlreadyFinished, InvalidInput
 from jobs.models import FINISHED, Batch, BatchStatus, Job, WebhookEvent
@@ -32,9 +32,6 @@ from jobs.models import FINISHED, Batch, BatchStatus, Job, WebhookEvent
 CUSTOM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # The problems a refusal lists: enough to fix a file in one go, small enough to read.
 MAX_PROBLEMS = 100
-# Rows per INSERT: large enough that 10,000 items are a handful of statements, small enough
-# that one statement's parameters stay well inside PostgreSQL's 65,535.
-BULK_BATCH_SIZE = 1000
 
 
 @dataclass(frozen=True)
@@ -270,7 +267,7 @@ def _store(
         rerun_of=rerun_of,
         **valid.target,
     )
-    Job.objects.bulk_create(_jobs(owner, batch, valid), batch_size=BULK_BATCH_SIZE)
+    rows.jobs_copy(_jobs(owner, batch, valid))
     # The first window goes out now rather than at beat's next round.
     dispatch.batches_kick()
     # The owner's lists show the new batch and its items.
@@ -278,8 +275,8 @@ def _store(
     return batch
 
 
-def _jobs(owner: AbstractBaseUser, batch: Batch, valid: ValidBatch) -> list[Job]:
-    return [
+def _jobs(owner: AbstractBaseUser, batch: Batch, valid: ValidBatch) -> Iterator[Job]:
+    return (
         Job(
             owner=owner,
             kind=valid.kind,
@@ -290,7 +287,7 @@ def _jobs(owner: AbstractBaseUser, batch: Batch, valid: ValidBatch) -> list[Job]
             position=position,
         )
         for position, item in enumerate(valid.items, start=1)
-    ]
+    )
 
 
 def _check_budget(owner: AbstractBaseUser, valid: ValidBatch) -> None:
