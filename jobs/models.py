@@ -382,6 +382,11 @@ class WebhookEvent(models.TextChoices):
     BATCH_STARTED = "batch.started"
     BATCH_COMPLETED = "batch.completed"
 
+    @property
+    def of_batch(self) -> bool:
+        """Whether the event is a batch's (its message names the batch, not a job)."""
+        return self in (WebhookEvent.BATCH_STARTED, WebhookEvent.BATCH_COMPLETED)
+
 
 class DeliveryStatus(models.TextChoices):
     PENDING = "pending"

@@ -118,7 +118,7 @@ def _message_insert(
     with a webhook that wants it, for a CTE; an id already there adds nothing, so a change
     that repeats (a claim after a release) sends nothing twice. `handed_over_at` is set from
     the start: its delivery task is sent at commit, and the sweep resends it if that fails."""
-    subject = ("NULL", f"{source}.id") if event.startswith("batch.") else (f"{source}.id", "NULL")
+    subject = ("NULL", f"{source}.id") if event.of_batch else (f"{source}.id", "NULL")
     return f"""INSERT INTO {WebhookMessage._meta.db_table} ({_MESSAGE_COLUMNS})
             SELECT {message_id}, {source}.owner_id, {_literal(event)}, {subject[0]}, {subject[1]},
                 {source}.webhook, {_literal(DeliveryStatus.PENDING)}, 0, %(now)s, %(now)s,

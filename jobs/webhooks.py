@@ -219,7 +219,7 @@ def message_new(
     *, event: WebhookEvent, subject_id: UUID, owner_id: int, url: str, now: datetime
 ) -> WebhookMessage:
     """The (unsaved) message of `event` for the job or batch `subject_id`."""
-    is_batch = event in (WebhookEvent.BATCH_STARTED, WebhookEvent.BATCH_COMPLETED)
+    is_batch = event.of_batch
     return WebhookMessage(
         id=message_id(subject_id, event),
         owner_id=owner_id,

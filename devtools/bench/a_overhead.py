@@ -38,7 +38,6 @@ from devtools.bench.session import (
 from devtools.bench.stack import (
     Simulator,
     Web,
-    Worker,
     start_simulator,
     start_web,
     start_worker,
@@ -117,7 +116,7 @@ def bare_celery_rate(session: Session, tasks: int) -> tuple[float, Usage]:
 
 
 # Wraps the measured span of a run, given its worker and web server (a profiler does).
-Recorder = Callable[[Worker, Web], contextlib.AbstractContextManager[None]]
+Recorder = Callable[[int, Web], contextlib.AbstractContextManager[None]]
 
 
 def platform_rate_of(
@@ -127,18 +126,19 @@ def platform_rate_of(
     jobs: int,
     recorder: Recorder | None = None,
     kind: ModuleType | None = None,
+    workers: int = 1,
 ) -> tuple[float, Outcome, Usage]:
     """Jobs per second from the first POST to the last job's finished_at (the kinds in turn,
-    or only `kind`)."""
+    or only `kind`), run by `workers` workers; `recorder` profiles the first and the web."""
     session.fresh_run(sim)
-    worker = session.worker(sim, session.options.pool, session.options.concurrency)
-    profiled = recorder(worker, web) if recorder else contextlib.nullcontext()
-    with stopping(session.processes, worker.child), profiled:
-        meter = session.meter(sim, web=web.child.pid, worker=worker.child.pid)
-        started = time.time()
-        session.submit(web, jobs, kind)
-        outcome = wait_for_jobs(session, jobs, timeout=60 + jobs / 10)
-        usage = meter.stop()
+    with session.workers(sim, workers) as pids:
+        profiled = recorder(pids["worker"], web) if recorder else contextlib.nullcontext()
+        with profiled:
+            meter = session.meter(sim, web=web.child.pid, **pids)
+            started = time.time()
+            session.submit(web, jobs, kind)
+            outcome = wait_for_jobs(session, jobs, timeout=60 + jobs / 10)
+            usage = meter.stop()
     _, last = session.table.window()
     return outcome.succeeded / (last - started), outcome, usage
 
@@ -147,9 +147,9 @@ def profile_platform(session: Session, sim: Simulator, web: Web) -> dict[str, st
     """One more run of a, with py-spy sampling the worker and the web server."""
 
     @contextlib.contextmanager
-    def recorder(worker: Worker, web: Web) -> Iterator[None]:
+    def recorder(worker_pid: int, web: Web) -> Iterator[None]:
         with (
-            recording(session.processes, worker.child.pid, "worker-a"),
+            recording(session.processes, worker_pid, "worker-a"),
             recording(session.processes, web.child.pid, "web-a", subprocesses=True),
         ):
             yield

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -24,6 +25,7 @@ from devtools.bench.stack import (
     prepare_database,
     redis_db_url,
     start_worker,
+    stopping,
     tree_cpu_seconds,
     wait_ready,
     wait_until,
@@ -109,7 +111,9 @@ class Session:
         client.submit_batch(body)
         return sent
 
-    def worker(self, sim: Simulator, pool: str, concurrency: int, **env: str) -> Worker:
+    def worker(
+        self, sim: Simulator, pool: str, concurrency: int, index: int = 0, **env: str
+    ) -> Worker:
         """A platform worker, once it answers a ping (it may have started on the queue)."""
         worker = start_worker(
             self.processes,
@@ -118,9 +122,23 @@ class Session:
             queue=QUEUE,
             pool=pool,
             concurrency=concurrency,
+            index=index,
         )
         wait_ready(worker, self.broker)
         return worker
+
+    @contextlib.contextmanager
+    def workers(self, sim: Simulator, count: int) -> Iterator[dict[str, int]]:
+        """`count` platform workers of the options' pool and concurrency, each stopped after
+        the block; their PIDs by the names the meter gives them (worker, worker2, ...)."""
+        options = self.options
+        with contextlib.ExitStack() as stack:
+            pids = {}
+            for index in range(count):
+                worker = self.worker(sim, options.pool, options.concurrency, index)
+                stack.enter_context(stopping(self.processes, worker.child))
+                pids[f"worker{index + 1 if index else ''}"] = worker.child.pid
+            yield pids
 
     def meter(self, sim: Simulator | None, **pids: int) -> Meter:
         """CPU of these children, the simulator, and the PostgreSQL and Redis servers."""

@@ -494,12 +494,15 @@ def start_worker(
     queue: str,
     pool: str,
     concurrency: int,
+    index: int = 0,
 ) -> Worker:
-    """`celery -A app worker -P pool -c concurrency -Q queue`, as docker-compose.yml runs it.
+    """`celery -A app worker -P pool -c concurrency -Q queue`, as docker-compose.yml runs it;
+    `index` tells apart workers started together.
 
     Mingle and gossip are off: they only slow start-up and talk to other workers.
     """
     label = f"{'bare' if 'bare' in app else 'worker'}-{pool}-c{concurrency}"
+    label += f"-{index + 1}" if index else ""
     name = f"bench-{label}-{os.getpid()}@{socket.gethostname()}"
     command = [
         sys.executable, "-m", "celery", "-A", app, "worker", "-P", pool, "-c", str(concurrency),

@@ -7,8 +7,6 @@ import uuid
 from collections.abc import Collection
 from uuid import UUID
 
-import pytest
-
 from workers.rounds import Rounds
 
 TIMEOUT = 10
@@ -36,12 +34,6 @@ class Runs:
         for _ in range(count):
             assert self.done.acquire(timeout=TIMEOUT), f"round {len(self.rounds) + 1} never ran"
         return self.rounds
-
-
-@pytest.fixture(autouse=True)
-def no_database(monkeypatch):
-    # The rounds here touch no database; the connection they give back is the test's.
-    monkeypatch.setattr("workers.rounds.connection", type("Idle", (), {"close": lambda self: 0})())
 
 
 def test_an_idle_thread_runs_the_round_of_an_item_at_once():
