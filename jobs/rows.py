@@ -504,11 +504,9 @@ def _lines(assignments: list[str], *, indent: int) -> str:
     return (",\n" + " " * indent).join(assignments)
 
 
-# --- the batch dispatcher's round -------------------------------------------------------------
+# --- a batch's jobs ---------------------------------------------------------------------------
 
 
-# The jobs a batch still waits for, written as the partial indexes' conditions are, so the
-# planner answers each question below from its small index (jobs/models.py).
 def jobs_copy(jobs: Iterable[Job]) -> int:
     """Insert new jobs, their values as the ORM's bulk_create would write them, in one COPY;
     how many::
@@ -540,6 +538,10 @@ def _jobs_copy_sql() -> str:
     return f"COPY {Job._meta.db_table} ({job_columns().sql}) FROM STDIN"
 
 
+# --- the batch dispatcher's round -------------------------------------------------------------
+
+# The jobs a batch still waits for, written as the partial indexes' conditions are, so the
+# planner answers each question below from its small index (jobs/models.py).
 _UNFINISHED = f"status IN ({', '.join(_literal(status) for status in UNFINISHED)})"
 _LIVE_BATCH = f"status IN ({_literal(BatchStatus.QUEUED)}, {_literal(BatchStatus.RUNNING)})"
 

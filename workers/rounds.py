@@ -2,12 +2,11 @@
 
 A round for every finished item, in the thread that ran it, cost that thread a
 transaction, two statements over the batches' indexes and a publish, for the one item
-of room it made: at zero simulated latency a third of the worker's CPU and half of
-PostgreSQL's went to rounds, and a batch ran slower than single jobs (PERFORMANCE.md).
-So an item only notes here that its batch has room, and this process's thread runs one
-round for every item noted since its last, at most one round each ROUND_GAP_SECONDS. An
-idle thread's round starts at once. The window has room for the wait: a gap's worth of
-finished items, a few, are republished a little later.
+of room it made: at zero simulated latency a fifth of the worker's CPU went to rounds
+(PERFORMANCE.md, g). So an item only notes here that its batch has room, and this
+process's thread runs one round for every item noted since its last, at most one round
+each ROUND_GAP_SECONDS; an idle thread's round starts at once. The window has room for
+the wait: the few items a gap lets finish leave their room unfilled a little longer.
 
 A worker killed with items noted and no round run yet loses nothing: beat's round does the
 same work within AIJOBS_BATCH_DISPATCH_INTERVAL.
