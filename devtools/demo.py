@@ -2,10 +2,11 @@
 
 Run under `python -m devtools.servers run --`, which provides DATABASE_URL and
 REDIS_URL. Starts web (gunicorn with uvicorn workers, as docker-compose runs it), a Celery
-worker, beat, Flower (basic auth), a webhook receiver (devtools.webhook_receiver, which
-verifies what the demo user's webhooks send) and, without ANTHROPIC_API_KEY, the simulator;
-prints the URLs, the demo user's password and API token. Ctrl-C (or SIGTERM) stops every
-process it started, by PID; pressed again meanwhile, it is noted and the stopping goes on.
+worker for single jobs and one for batches' items, beat, Flower (basic auth), a webhook
+receiver (devtools.webhook_receiver, which verifies what the demo user's webhooks send)
+and, without ANTHROPIC_API_KEY, the simulator; prints the URLs, the demo user's password
+and API token. Ctrl-C (or SIGTERM) stops every process it started, by PID; pressed again
+meanwhile, it is noted and the stopping goes on.
 
 The data directory (default .data/demo) keeps what a restart reuses: the secret key,
 the demo user's password and API token (so sessions and the token survive), the logs
@@ -56,6 +57,7 @@ SHELL_ENV_KEYS = (
     "DJANGO_SECRET_KEY",
     "DJANGO_HTTPS",
     "AIJOBS_QUEUE",
+    "AIJOBS_BATCH_QUEUE",
     "AIJOBS_REDIS_PREFIX",
 )
 READY_TIMEOUT = 90.0
@@ -69,6 +71,9 @@ WEB_GRACEFUL_TIMEOUT = 5
 DEFAULT_SIM_LATENCY_MS = 1500
 SIMULATED_KEY = "simulated-no-real-key"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# The batch worker runs on the CPU the rest leaves: at nice 19 its weight is 1.5% of theirs
+# (PERFORMANCE.md, h).
+BATCH_WORKER_NICE = 19
 
 
 @dataclass
@@ -180,7 +185,7 @@ def run_demo(args: argparse.Namespace, children: list[Child], stop: StopRequests
     password = (args.data_dir / PASSWORD_FILE).read_text().strip()
     env["FLOWER_BASIC_AUTH"] = f"{DEMO_USER}:{password}"
     write_private(args.data_dir / ENV_FILE, shell_env(env))
-    for name, command in service_commands(args).items():
+    for name, command in service_commands(args, env).items():
         children.append(start(name, command, env, args.data_dir))
     web = f"http://127.0.0.1:{args.web_port}"
     wait_until(lambda: workers_ready(web), "the web app to see a worker", stop, children)
@@ -196,8 +201,12 @@ def demo_environment(args: argparse.Namespace) -> dict[str, str]:
     secret = os.environ.get("DJANGO_SECRET_KEY") or read_or_create(
         args.data_dir / SECRET_KEY_FILE, lambda: secrets.token_urlsafe(48)
     )
+    queue = os.environ.get("AIJOBS_QUEUE") or "aijobs"
     env = {
         **os.environ,
+        # Named here, not left to the settings' defaults: the workers' -Q need them.
+        "AIJOBS_QUEUE": queue,
+        "AIJOBS_BATCH_QUEUE": os.environ.get("AIJOBS_BATCH_QUEUE") or f"{queue}-batch",
         "DJANGO_SETTINGS_MODULE": "webapp.settings",
         # The same key every run, so sessions survive a restart of the demo.
         "DJANGO_SECRET_KEY": secret,
@@ -289,16 +298,20 @@ def end(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()  # reap it
 
 
-def service_commands(args: argparse.Namespace) -> dict[str, list[str]]:
+def service_commands(args: argparse.Namespace, env: dict[str, str]) -> dict[str, list[str]]:
+    """What the demo runs, as docker-compose.yml does: a worker for jobs submitted on their
+    own, and one for batches' items at a lower CPU priority (README, "Scaling out")."""
     celery = [sys.executable, "-m", "celery", "-A", "celery_app"]
+    worker = [*celery, "worker", "-P", "threads", "-c", str(args.worker_concurrency), "-l", "INFO"]
     return {
         "web": web_command(
             f"127.0.0.1:{args.web_port}",
             extra=("--access-logfile=-", f"--graceful-timeout={WEB_GRACEFUL_TIMEOUT}"),
         ),
-        "worker": [
-            *celery, "worker", "-P", "threads", "-c", str(args.worker_concurrency),
-            "-n", "demo@%h", "-l", "INFO",
+        "worker": [*worker, "-Q", env["AIJOBS_QUEUE"], "-n", "demo@%h"],
+        "batch-worker": [
+            "nice", "-n", str(BATCH_WORKER_NICE),
+            *worker, "-Q", env["AIJOBS_BATCH_QUEUE"], "-n", "demo-batch@%h",
         ],
         "beat": [*celery, "beat", "-l", "INFO", "-s", str(args.data_dir / "celerybeat-schedule")],
         "flower": [*celery, "flower", "--address=127.0.0.1", f"--port={args.flower_port}"],

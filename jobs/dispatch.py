@@ -4,8 +4,9 @@ A round publishes, for every batch not finished or canceled, its next items in s
 order until AIJOBS_BATCH_WINDOW of them are published and unfinished. The batches take turns
 (owners first, then each owner's batches, oldest first), so a huge batch neither floods the
 broker nor starves anyone else's batch. A job outside any batch is published at once on
-commit, and with Redis ahead of every batch item (AIJOBS_BATCH_PRIORITY): it waits for the
-next free worker slot, not behind the batches' windows.
+commit, to a queue of its own (the items go to AIJOBS_BATCH_QUEUE), and with Redis ahead of
+every batch item on a worker that takes both (AIJOBS_BATCH_PRIORITY): it waits for the next
+free worker slot, not behind the batches' windows.
 
 With AIJOBS_BATCH_MAX_IN_FLIGHT the batches together never have more items out than that:
 a round publishes only what the cap leaves room for, still in turn. A batch large enough to
@@ -100,9 +101,8 @@ def _room() -> int:
 def _publish(job_ids: list[UUID]) -> None:
     """Send the items' messages in turn; once the broker refuses one, the rest are marked
     unpublished without trying (each try waits out the publish retries), for the next round."""
-    priority = settings.AIJOBS_BATCH_PRIORITY
     for index, job_id in enumerate(job_ids):
-        if not job_enqueue(job_id=job_id, priority=priority):
+        if not job_enqueue(job_id=job_id, in_batch=True):
             Job.objects.filter(pk__in=job_ids[index + 1 :]).update(enqueued_at=None)
             return
 

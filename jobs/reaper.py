@@ -66,10 +66,12 @@ def jobs_reap() -> dict[str, int]:
         stuck = list(
             Job.objects.select_for_update(skip_locked=True)
             .filter(_needs_message(now))
-            .values_list("id", flat=True)[:BATCH]
+            .values_list("id", "batch_id")[:BATCH]
         )
-        Job.objects.filter(pk__in=stuck).update(enqueued_at=now)
-    published = sum(job_enqueue(job_id=job_id) for job_id in stuck)
+        Job.objects.filter(pk__in=[job_id for job_id, _ in stuck]).update(enqueued_at=now)
+    published = sum(
+        job_enqueue(job_id=job_id, in_batch=batch_id is not None) for job_id, batch_id in stuck
+    )
     unknown = calls_mark_unknown(now=now)
     if stuck or unknown:
         log.info(

@@ -263,19 +263,21 @@ def earlier_for_key(
     return earlier
 
 
-def job_enqueue(
-    *, job_id: UUID, countdown: float | None = None, priority: int | None = None
-) -> bool:
+def job_enqueue(*, job_id: UUID, in_batch: bool = False) -> bool:
     """Send the job's message; only the id travels, so user text never sits in the broker.
 
-    The job row says it was published (enqueued_at) from the start. When the
-    broker refuses, that mark is cleared and the reaper publishes the job
-    later: the job was accepted and must not fail, nor the request that made it.
+    A batch's item goes to the batch queue, behind every other job (settings,
+    AIJOBS_BATCH_QUEUE). The job row says it was published (enqueued_at) from the
+    start. When the broker refuses, that mark is cleared and the reaper publishes the
+    job later: the job was accepted and must not fail, nor the request that made it.
     """
+    route: dict[str, Any] = (
+        {"queue": settings.AIJOBS_BATCH_QUEUE, "priority": settings.AIJOBS_BATCH_PRIORITY}
+        if in_batch
+        else {}
+    )
     try:
-        celery_app.send_task(
-            RUN_JOB_TASK, args=[str(job_id)], countdown=countdown, priority=priority
-        )
+        celery_app.send_task(RUN_JOB_TASK, args=[str(job_id)], **route)
     except Exception as exc:
         log.warning(
             "job %s: broker refused the message (%s); the reaper will resend it", job_id, exc

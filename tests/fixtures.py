@@ -118,7 +118,8 @@ def _delete_session_queue():
     from celery_app import app
 
     with app.connection_for_write() as conn:
-        conn.default_channel.queue_delete(settings.CELERY_TASK_DEFAULT_QUEUE)
+        for queue in (settings.CELERY_TASK_DEFAULT_QUEUE, settings.AIJOBS_BATCH_QUEUE):
+            conn.default_channel.queue_delete(queue)
 
 
 @pytest.fixture

@@ -59,7 +59,7 @@ def settings_env_names() -> set[str]:
 
 
 def test_the_app_services_are_all_there():
-    assert set(APP_SERVICES) == {"migrate", "web", "worker", "beat", "flower"}
+    assert set(APP_SERVICES) == {"migrate", "web", "worker", "batch-worker", "beat", "flower"}
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
@@ -82,9 +82,16 @@ def test_each_command_points_at_something_that_exists(name):
         pytest.fail(f"{name} runs an unexpected program {program!r}")
 
 
-def test_the_worker_consumes_the_queue_jobs_are_sent_to():
-    words = command_of(SERVICES["worker"])
-    assert words[words.index("-Q") + 1] == env_example_values()["AIJOBS_QUEUE"]
+@pytest.mark.parametrize(
+    ("service", "queue"), [("worker", "AIJOBS_QUEUE"), ("batch-worker", "AIJOBS_BATCH_QUEUE")]
+)
+def test_each_worker_consumes_the_one_queue_it_is_for(service, queue):
+    words = command_of(SERVICES[service])
+    assert words[words.index("-Q") + 1] == env_example_values()[queue]
+
+
+def test_the_batch_worker_yields_the_cpu_to_the_single_jobs():
+    assert SERVICES["batch-worker"]["cpu_shares"] < 1024, "1024 is the default weight"
 
 
 def test_flower_is_never_started_without_basic_auth():

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 from jobs import kinds
 from webapp.env import (
@@ -297,9 +298,10 @@ AIJOBS_BATCH_WINDOW = env_int("AIJOBS_BATCH_WINDOW", 50, minimum=1)
 # Set below the fleet's worker slots (workers x concurrency), e.g. three quarters of them: the
 # slots and the CPU left over are there at once for jobs submitted on their own.
 AIJOBS_BATCH_MAX_IN_FLIGHT = env_int("AIJOBS_BATCH_MAX_IN_FLIGHT", 0)
-# Batch items wait on the broker behind every other job, so a job submitted on its own is
-# taken by the next free worker slot, not after the windows of the batches running. kombu's
-# Redis transport pops priority 0 (any other message) strictly before 9.
+# A worker consuming both queues (the default without -Q) takes batch items behind every other
+# job, so a job submitted on its own is taken by the next free worker slot, not after the
+# windows of the batches running. kombu's Redis transport pops priority 0 (any other message)
+# strictly before 9, across all the queues a worker consumes.
 AIJOBS_BATCH_PRIORITY: int | None = 9
 # Beat's dispatch round, the safety net behind the kicks at submission and at each item's end.
 AIJOBS_BATCH_DISPATCH_INTERVAL = env_float("AIJOBS_BATCH_DISPATCH_INTERVAL", 1.0, minimum=0.1)
@@ -336,6 +338,10 @@ AIJOBS_REDIS_PREFIX = env_str("AIJOBS_REDIS_PREFIX", "aijobs")
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_TASK_DEFAULT_QUEUE = env_str("AIJOBS_QUEUE", "aijobs")
+# Batch items go to a queue of their own: a worker given only AIJOBS_QUEUE (-Q) runs jobs
+# submitted on their own, and no batch can keep its CPU busy; a worker given only this queue,
+# at a lower CPU priority, runs the batches on what is left (README, "Scaling out").
+AIJOBS_BATCH_QUEUE = env_str("AIJOBS_BATCH_QUEUE", f"{CELERY_TASK_DEFAULT_QUEUE}-batch")
 CELERY_RESULT_EXTENDED = True
 CELERY_TASK_STORE_ERRORS_EVEN_IF_IGNORED = True
 CELERY_TASK_SERIALIZER = "json"
@@ -391,12 +397,17 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 # RabbitMQ, for deployments that outgrow one Redis: quorum queues are replicated
 # and survive a broker node's loss, redeliver a dead consumer's messages at
 # once (no visibility timeout), and countdowns use native delayed delivery.
-if CELERY_BROKER_URL.startswith(("amqp://", "amqps://", "pyamqp://")):
-    CELERY_TASK_DEFAULT_QUEUE_TYPE = "quorum"
+_RABBITMQ = CELERY_BROKER_URL.startswith(("amqp://", "amqps://", "pyamqp://"))
+if _RABBITMQ:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
     # Quorum queues deliver priorities 5-9 before the rest, the reverse of Redis: batch items
     # go unprioritized, first come first served, a window per batch.
     AIJOBS_BATCH_PRIORITY = None
+# Both queues are declared, so a worker started without -Q consumes both.
+CELERY_TASK_QUEUES = [
+    Queue(name, queue_arguments={"x-queue-type": "quorum"} if _RABBITMQ else None)
+    for name in (CELERY_TASK_DEFAULT_QUEUE, AIJOBS_BATCH_QUEUE)
+]
 
 # With Redis, a message unacked for longer than the visibility timeout is
 # delivered again: a running task, or a retry waiting out its countdown, would

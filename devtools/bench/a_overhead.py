@@ -99,7 +99,7 @@ def bare_celery_rate(session: Session, tasks: int) -> tuple[float, Usage]:
         session.processes,
         session.child_env(),
         app="devtools.bench.bare",
-        queue=BARE_QUEUE,
+        queues=(BARE_QUEUE,),
         pool=options.pool,
         concurrency=options.concurrency,
     )

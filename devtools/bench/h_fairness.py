@@ -1,29 +1,54 @@
 """h: scenario c's added latency of single jobs, submitted one at a time while another user's
 5,000-item batch runs, p50 and p99, against the same on the idle system in the same run.
 
-Batch items wait on the broker at a lower priority (jobs/dispatch.py), so a single job is
-taken by the next free slot. The worker runs with the product's default, no cap on the
-batches' items in flight; --batch-max-in-flight sets AIJOBS_BATCH_MAX_IN_FLIGHT, which keeps
-some slots free for the single job, and the worker less busy with the batch.
+Two deployments, each measured idle and under the batch: the platform's (docker-compose.yml,
+`make demo`), a worker for single jobs and one for batch items at the lowest CPU priority
+(nice 19); and one worker taking both queues, where batch items wait behind every single job
+on the broker (jobs/dispatch.py) but share the worker's process, and its CPU, with them.
+--batch-max-in-flight sets AIJOBS_BATCH_MAX_IN_FLIGHT (no cap by default), which keeps the
+batch's items out of some slots, and the machine less busy with the batch.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 from devtools.bench.c_latency import LATENCY_WARMUP_JOBS, SEGMENTS, sequential_latencies
 from devtools.bench.load import ApiClient
 from devtools.bench.scenario import Row, Scenario, median, percentile, verdict
-from devtools.bench.session import JOB_POLL, Options, Session, api_token, say
+from devtools.bench.session import (
+    BATCH_QUEUE,
+    JOB_POLL,
+    QUEUE,
+    Options,
+    Session,
+    api_token,
+    say,
+)
 from devtools.bench.stack import Simulator, Web, start_simulator, start_web, stopping
+from devtools.demo import BATCH_WORKER_NICE
 
 TARGET = 2.0  # p99 under the batch, in times the idle p99
 BATCH_OWNER = "bench-batch"
 
 
 @dataclass(frozen=True)
+class Deployment:
+    name: str
+    # The queues of each worker, and its nice value.
+    workers: tuple[tuple[tuple[str, ...], int], ...]
+
+
+SPLIT = Deployment("a worker per queue", (((QUEUE,), 0), ((BATCH_QUEUE,), BATCH_WORKER_NICE)))
+SHARED = Deployment("one worker for both", (((QUEUE, BATCH_QUEUE), 0),))
+DEPLOYMENTS = (SPLIT, SHARED)
+
+
+@dataclass(frozen=True)
 class FairnessRun:
+    deployment: str
     idle_ms: list[float]
     busy_ms: list[float]
     batch_items: int
@@ -48,19 +73,33 @@ def run(session: Session, profiles: dict[str, str]) -> list[FairnessRun]:
         web = start_web(session.processes, session.child_env(sim))
         with stopping(session.processes, web.child):
             other = api_token(session.child_env(), BATCH_OWNER)
-            return [fairness_run(session, sim, web, other) for _ in range(session.options.runs)]
+            return [
+                fairness_run(session, sim, web, other, deployment)
+                for _ in range(session.options.runs)
+                for deployment in DEPLOYMENTS
+            ]
 
 
-def fairness_run(session: Session, sim: Simulator, web: Web, other: str) -> FairnessRun:
-    """c idle, then c again once the other user's batch is under way, on one worker."""
+def fairness_run(
+    session: Session, sim: Simulator, web: Web, other: str, deployment: Deployment
+) -> FairnessRun:
+    """c idle, then c again once the other user's batch is under way, on the deployment."""
     options = session.options
     client = ApiClient(web.url, session.token)
     session.fresh_run(sim)
     cap = options.batch_max_in_flight
-    worker = session.worker(
-        sim, options.pool, options.concurrency, AIJOBS_BATCH_MAX_IN_FLIGHT=str(cap)
-    )
-    with stopping(session.processes, worker.child):
+    with contextlib.ExitStack() as stack:
+        for index, (queues, nice) in enumerate(deployment.workers):
+            worker = session.worker(
+                sim,
+                options.pool,
+                options.concurrency,
+                index,
+                queues,
+                nice,
+                AIJOBS_BATCH_MAX_IN_FLIGHT=str(cap),
+            )
+            stack.enter_context(stopping(session.processes, worker.child))
         sequential_latencies(session, client, LATENCY_WARMUP_JOBS)
         idle = sequential_latencies(session, client, options.latency_jobs)
         session.submit_batch(web, options.batch_items, token=other)
@@ -72,6 +111,7 @@ def fairness_run(session: Session, sim: Simulator, web: Web, other: str) -> Fair
         busy = sequential_latencies(session, client, options.latency_jobs)
         left = session.table.batch_items(finished=False)
     run = FairnessRun(
+        deployment.name,
         [job.added_ms for job in idle],
         [job.added_ms for job in busy],
         options.batch_items,
@@ -81,22 +121,38 @@ def fairness_run(session: Session, sim: Simulator, web: Web, other: str) -> Fair
     (busy50, idle50), (busy99, idle99) = run.p(50), run.p(99)
     segments = ", ".join(
         f"{name} {median([job.segments_ms[i] for job in busy]):.1f}"
+        f" ({median([job.segments_ms[i] for job in idle]):.1f})"
         for i, name in enumerate(SEGMENTS)
     )
     say(
-        f"h: added p50 {busy50:.1f} ms under the batch ({idle50:.1f} idle), p99 {busy99:.1f} ms "
-        f"({idle99:.1f} idle), {run.ratio:.2f}x; batch items left at the end: {left}; "
-        f"medians under the batch (ms): {segments}"
+        f"h, {deployment.name}: added p50 {busy50:.1f} ms under the batch ({idle50:.1f} idle), "
+        f"p99 {busy99:.1f} ms ({idle99:.1f} idle), {run.ratio:.2f}x; batch items left at the "
+        f"end: {left}; medians under the batch (idle), ms: {segments}"
     )
     return run
 
 
 def rows(options: Options, runs: list[FairnessRun]) -> list[Row]:
+    return [
+        row
+        for deployment in DEPLOYMENTS
+        for row in deployment_rows(options, deployment, of(runs, deployment))
+    ]
+
+
+def of(runs: list[FairnessRun], deployment: Deployment) -> list[FairnessRun]:
+    return [run for run in runs if run.deployment == deployment.name]
+
+
+def deployment_rows(options: Options, deployment: Deployment, runs: list[FairnessRun]) -> list[Row]:
     if not runs:
         return []
     cap = options.batch_max_in_flight
     slots = f"at most {cap} of {options.concurrency} slots" if cap else "no cap"
-    what = f"{options.latency_jobs} sequential jobs @ {options.latency_ms} ms, batch {slots}"
+    what = (
+        f"{options.latency_jobs} sequential jobs @ {options.latency_ms} ms, "
+        f"{deployment.name}, batch {slots}"
+    )
     early = sum(r.batch_items_left == 0 for r in runs)
     note = f" ({early} of {len(runs)} runs outlasted the batch)" if early else ""
     found = []
@@ -124,6 +180,7 @@ def fairness_json(run: FairnessRun) -> dict[str, Any]:
     """Percentiles rather than every sample, as c's runs."""
     (busy50, idle50), (busy99, idle99) = run.p(50), run.p(99)
     return {
+        "deployment": run.deployment,
         "jobs": len(run.busy_ms),
         "batch_items": run.batch_items,
         "batch_max_in_flight": run.batch_max_in_flight,
@@ -137,6 +194,8 @@ def fairness_json(run: FairnessRun) -> dict[str, Any]:
 
 
 def headline(options: Options, runs: list[FairnessRun]) -> dict[str, Any]:
+    """The platform's deployment's figures."""
+    runs = of(runs, SPLIT)
     return {
         "interactive_added_p99_ms_under_batch": (
             round(median([r.p(99)[0] for r in runs]), 2) if runs else None

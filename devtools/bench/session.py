@@ -35,6 +35,8 @@ BENCH_DATABASE = "aijobs_bench"
 BENCH_ROLE = "aijobs_bench"
 BENCH_USER = "bench"
 QUEUE = "aijobs-bench"
+# The platform names its batch queue after AIJOBS_QUEUE (webapp/settings.py).
+BATCH_QUEUE = f"{QUEUE}-batch"
 BARE_QUEUE = "aijobs-bench-bare"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/aijobs"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -112,17 +114,26 @@ class Session:
         return sent
 
     def worker(
-        self, sim: Simulator, pool: str, concurrency: int, index: int = 0, **env: str
+        self,
+        sim: Simulator,
+        pool: str,
+        concurrency: int,
+        index: int = 0,
+        queues: tuple[str, ...] = (QUEUE, BATCH_QUEUE),
+        nice: int = 0,
+        **env: str,
     ) -> Worker:
-        """A platform worker, once it answers a ping (it may have started on the queue)."""
+        """A platform worker, once it answers a ping (it may have started on the queue); it
+        takes single jobs and batch items unless told `queues`."""
         worker = start_worker(
             self.processes,
             self.child_env(sim, **env),
             app="celery_app",
-            queue=QUEUE,
+            queues=queues,
             pool=pool,
             concurrency=concurrency,
             index=index,
+            nice=nice,
         )
         wait_ready(worker, self.broker)
         return worker
@@ -182,7 +193,7 @@ def open_session(options: Options, processes: Processes) -> Session:
     manage(env.child_env(), "migrate", "--noinput", "-v", "0")
     token = api_token(env.child_env(), BENCH_USER)
     table = JobsTable(database_url)
-    broker = Broker(env.broker_url, (QUEUE, BARE_QUEUE))
+    broker = Broker(env.broker_url, (QUEUE, BATCH_QUEUE, BARE_QUEUE))
     return Session(options, env, processes, table, broker, token)
 
 

@@ -491,13 +491,14 @@ def start_worker(
     env: dict[str, str],
     *,
     app: str,
-    queue: str,
+    queues: tuple[str, ...],
     pool: str,
     concurrency: int,
     index: int = 0,
+    nice: int = 0,
 ) -> Worker:
-    """`celery -A app worker -P pool -c concurrency -Q queue`, as docker-compose.yml runs it;
-    `index` tells apart workers started together.
+    """`celery -A app worker -P pool -c concurrency -Q queues`, as docker-compose.yml runs it,
+    under `nice -n nice` when that is given; `index` tells apart workers started together.
 
     Mingle and gossip are off: they only slow start-up and talk to other workers.
     """
@@ -505,8 +506,9 @@ def start_worker(
     label += f"-{index + 1}" if index else ""
     name = f"bench-{label}-{os.getpid()}@{socket.gethostname()}"
     command = [
+        *(("nice", "-n", str(nice)) if nice else ()),
         sys.executable, "-m", "celery", "-A", app, "worker", "-P", pool, "-c", str(concurrency),
-        "-Q", queue, "-n", name, "--without-mingle", "--without-gossip", "-l", "INFO",
+        "-Q", ",".join(queues), "-n", name, "--without-mingle", "--without-gossip", "-l", "INFO",
     ]  # fmt: skip
     return Worker(processes.start(label, command, env), name)
 

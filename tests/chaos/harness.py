@@ -225,11 +225,14 @@ class Stack:
             stop_process(proc)
         if self.env["CELERY_BROKER_URL"].startswith("amqp"):
             # A shared RabbitMQ keeps durable queues: remove this run's.
-            queue = self.env["AIJOBS_QUEUE"]
-            channel = "app.connection_for_write().default_channel"
-            self.manage(
-                "shell", "-c", f"from celery_app import app; {channel}.queue_delete({queue!r})"
+            code = (
+                "from celery_app import app\n"
+                "from django.conf import settings\n"
+                "channel = app.connection_for_write().default_channel\n"
+                "for queue in (settings.CELERY_TASK_DEFAULT_QUEUE, settings.AIJOBS_BATCH_QUEUE):\n"
+                "    channel.queue_delete(queue)\n"
             )
+            self.manage("shell", "-c", code)
         self.simulator.stop()
         self.redis.stop()
         self.postgres.stop()

@@ -107,7 +107,7 @@ class Demo:
         return re.search(pattern, "".join(self.output)).group(1)
 
     def child_pids(self) -> list[int]:
-        return [int(pid) for pid in re.findall(r"started \w+ \(pid (\d+)\)", "".join(self.output))]
+        return [int(pid) for pid in re.findall(r"started [\w-]+ \(pid (\d+)\)", "".join(self.output))]
 
     def press_ctrl_c_twice(self) -> str:
         """SIGINT to the whole group, and again as soon as the demo says it is stopping."""
@@ -126,10 +126,10 @@ def stop_and_check_nothing_is_left(demo: Demo) -> None:
     assert demo.proc.returncode == 0, output
     assert "still stopping" in output, "the second Ctrl-C came while stopping"
     assert "Traceback" not in output, output
-    assert len(pids) == 6, "simulator, web, worker, beat, flower and the webhook receiver"
+    assert len(pids) == 7, "simulator, web, two workers, beat, flower, the webhook receiver"
     assert [pid for pid in pids if pid_alive(pid)] == [], output
     # Each child leads a group of its own (gunicorn's workers are in the web's).
-    assert [group_members(pgid) for pgid in [demo.proc.pid, *pids]] == [[]] * 7, output
+    assert [group_members(pgid) for pgid in [demo.proc.pid, *pids]] == [[]] * 8, output
     ports = (demo.web_port, demo.flower_port, demo.webhook_port, sim_port)
     assert all(port_free(port) for port in ports)
     assert not (demo.data_dir / ENV_FILE).exists()

@@ -99,7 +99,7 @@ class Simulator:
 
 @dataclass
 class Worker:
-    """A real `celery worker` process on the session's queue and the test database."""
+    """A real `celery worker` process on the session's queues and the test database."""
 
     name: str
     log_path: Path
@@ -108,10 +108,10 @@ class Worker:
     proc: subprocess.Popen | None = field(default=None)
 
     def start(self) -> Worker:
-        queue = self.env.get("AIJOBS_QUEUE", settings.CELERY_TASK_DEFAULT_QUEUE)
+        # No -Q: a worker consumes both of the platform's queues, single jobs and batch items.
         command = [
             sys.executable, "-m", "celery", "-A", "celery_app", "worker",
-            "-P", "threads", "-c", str(self.concurrency), "-n", self.name, "-Q", queue,
+            "-P", "threads", "-c", str(self.concurrency), "-n", self.name,
             "--without-gossip", "--without-mingle", "-l", "INFO",
         ]  # fmt: skip
         self.log_path.write_bytes(b"")

@@ -25,13 +25,16 @@ UNDER_WAY = 100
 
 
 class QueueSampler:
-    """The messages waiting in the workers' queue, each time it is looked at: kombu keeps a
-    list per priority level, the queue's own name for priority 0."""
+    """The messages waiting in the workers' queues, each time they are looked at: kombu keeps
+    a list per queue and priority level, the queue's own name for priority 0."""
 
     def __init__(self) -> None:
         self.client = redis.Redis.from_url(settings.CELERY_BROKER_URL)
-        queue = settings.CELERY_TASK_DEFAULT_QUEUE
-        self.keys = [queue, *(f"{queue}{Channel.sep}{level}" for level in PRIORITY_STEPS[1:])]
+        self.keys = [
+            key
+            for queue in (settings.CELERY_TASK_DEFAULT_QUEUE, settings.AIJOBS_BATCH_QUEUE)
+            for key in (queue, *(f"{queue}{Channel.sep}{level}" for level in PRIORITY_STEPS[1:]))
+        ]
         self.lengths: list[int] = []
 
     def sample(self) -> None:

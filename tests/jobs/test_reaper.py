@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from uuid import UUID
 
 import pytest
 from django.utils import timezone
@@ -20,9 +21,14 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def published(monkeypatch):
-    """The ids the reaper hands to the broker."""
+    """The ids the reaper hands to the broker, a batch's item's as `id (batch)`."""
     sent: list[str] = []
-    monkeypatch.setattr(reaper, "job_enqueue", lambda *, job_id: sent.append(str(job_id)) or True)
+
+    def enqueue(*, job_id: UUID, in_batch: bool) -> bool:
+        sent.append(f"{job_id} (batch)" if in_batch else str(job_id))
+        return True
+
+    monkeypatch.setattr(reaper, "job_enqueue", enqueue)
     return sent
 
 
@@ -113,7 +119,7 @@ def test_a_batch_item_that_lost_its_message_after_dispatch_is_published(user, pu
 
     reaper.jobs_reap()
 
-    assert published == [str(Job.objects.get(batch=batch, position=1).id)]
+    assert published == [f"{Job.objects.get(batch=batch, position=1).id} (batch)"]
 
 
 def test_calls_of_dead_workers_are_settled_as_unknown_at_their_worst_case(user, settings):

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from uuid import uuid4
 
 import pytest
+import redis
+from django.conf import settings
+from kombu.transport.redis import Channel
 
 from jobs.attempts import CallReport, call_begin, call_finish
 from jobs.errors import BudgetExceeded, InvalidInput, JobNotFinished
 from jobs.models import Job, Outcome, Status, UserLimits
-from jobs.submission import job_cancel, job_rerun, job_submit
+from jobs.submission import job_cancel, job_enqueue, job_rerun, job_submit
 from jobs.usage import Usage
 
 pytestmark = pytest.mark.django_db
@@ -73,3 +77,24 @@ def test_only_the_owner_reruns_a_job(user, other_user):
     with pytest.raises(ValueError, match="owner"):
         job_rerun(owner=other_user, job=job)
     assert Job.objects.count() == 1
+
+
+def waiting(key: str) -> int:
+    """Messages waiting in one of kombu's Redis lists: a queue's own name holds priority 0,
+    `name<sep><level>` the others."""
+    return int(redis.Redis.from_url(settings.CELERY_BROKER_URL).llen(key))
+
+
+def test_a_batch_item_waits_on_the_batch_queue_behind_every_other_job():
+    single, batch = settings.CELERY_TASK_DEFAULT_QUEUE, settings.AIJOBS_BATCH_QUEUE
+    last = f"{batch}{Channel.sep}{settings.AIJOBS_BATCH_PRIORITY}"
+    before = waiting(single), waiting(batch), waiting(last)
+
+    assert job_enqueue(job_id=uuid4())
+    assert job_enqueue(job_id=uuid4(), in_batch=True)
+
+    assert (waiting(single), waiting(batch), waiting(last)) == (
+        before[0] + 1,
+        before[1],
+        before[2] + 1,
+    )
