@@ -403,9 +403,11 @@ if _RABBITMQ:
     # Quorum queues deliver priorities 5-9 before the rest, the reverse of Redis: batch items
     # go unprioritized, first come first served, a window per batch.
     AIJOBS_BATCH_PRIORITY = None
-# Both queues are declared, so a worker started without -Q consumes both.
+# Both queues are declared, so a worker started without -Q consumes both. Each is bound by its
+# own name: without a routing key Celery binds a queue by the default queue's, and a message for
+# either would reach both, and a retry (sent to the routing key it came with) neither.
 CELERY_TASK_QUEUES = [
-    Queue(name, queue_arguments={"x-queue-type": "quorum"} if _RABBITMQ else None)
+    Queue(name, routing_key=name, queue_arguments={"x-queue-type": "quorum"} if _RABBITMQ else None)
     for name in (CELERY_TASK_DEFAULT_QUEUE, AIJOBS_BATCH_QUEUE)
 ]
 

@@ -107,7 +107,9 @@ class Demo:
         return re.search(pattern, "".join(self.output)).group(1)
 
     def child_pids(self) -> list[int]:
-        return [int(pid) for pid in re.findall(r"started [\w-]+ \(pid (\d+)\)", "".join(self.output))]
+        return [
+            int(pid) for pid in re.findall(r"started [\w-]+ \(pid (\d+)\)", "".join(self.output))
+        ]
 
     def press_ctrl_c_twice(self) -> str:
         """SIGINT to the whole group, and again as soon as the demo says it is stopping."""

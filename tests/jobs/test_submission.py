@@ -10,10 +10,11 @@ import redis
 from django.conf import settings
 from kombu.transport.redis import Channel
 
+from celery_app import app as celery_app
 from jobs.attempts import CallReport, call_begin, call_finish
 from jobs.errors import BudgetExceeded, InvalidInput, JobNotFinished
 from jobs.models import Job, Outcome, Status, UserLimits
-from jobs.submission import job_cancel, job_enqueue, job_rerun, job_submit
+from jobs.submission import RUN_JOB_TASK, job_cancel, job_enqueue, job_rerun, job_submit
 from jobs.usage import Usage
 
 pytestmark = pytest.mark.django_db
@@ -90,11 +91,17 @@ def test_a_batch_item_waits_on_the_batch_queue_behind_every_other_job():
     last = f"{batch}{Channel.sep}{settings.AIJOBS_BATCH_PRIORITY}"
     before = waiting(single), waiting(batch), waiting(last)
 
-    assert job_enqueue(job_id=uuid4())
+    # Both queues are declared by now: a message for one must not reach the other.
     assert job_enqueue(job_id=uuid4(), in_batch=True)
+    assert job_enqueue(job_id=uuid4())
+    # A retry goes to the exchange and routing key its message came with.
+    retry = {"exchange": celery_app.amqp.queues[batch].exchange.name, "routing_key": batch}
+    celery_app.send_task(
+        RUN_JOB_TASK, args=[str(uuid4())], priority=settings.AIJOBS_BATCH_PRIORITY, **retry
+    )
 
     assert (waiting(single), waiting(batch), waiting(last)) == (
         before[0] + 1,
         before[1],
-        before[2] + 1,
+        before[2] + 2,
     )
