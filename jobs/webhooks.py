@@ -59,6 +59,9 @@ REFUSED_ADDRESSES = (
     ("reserved", "is_reserved"),
     ("private", "is_private"),
 )
+# Past those, any address outside the public internet (shared address space 100.64.0.0/10,
+# where some clouds serve instance metadata; documentation and benchmarking ranges).
+NOT_PUBLIC = "not public"
 BACKOFF_FACTOR = 4
 BACKOFF_CAP = timedelta(hours=4)
 # A try's lease outlives its deadline by this much, so no second try starts while it runs.
@@ -117,9 +120,9 @@ def destination_resolve(url: str) -> Destination:
     """Check `url` against the address rules, resolving its host; InvalidInput if refused.
 
     https, or http to a listed host; no user name or password; and no resolved address
-    loopback, private, link-local, multicast, reserved or unspecified (an IPv4-mapped IPv6
-    address counts as its IPv4 one), unless the host name or that address is listed in
-    AIJOBS_WEBHOOK_ALLOWED_HOSTS.
+    loopback, private, link-local, multicast, reserved, unspecified or otherwise not public
+    (an IPv4-mapped IPv6 address counts as its IPv4 one), unless the host name or that
+    address is listed in AIJOBS_WEBHOOK_ALLOWED_HOSTS.
     """
     parts = _split(url)
     host, port = parts.hostname or "", _port(parts)
@@ -178,7 +181,8 @@ def _resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv
 
 
 def _refused_category(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
-    return next((name for name, flag in REFUSED_ADDRESSES if getattr(address, flag)), None)
+    named = next((name for name, flag in REFUSED_ADDRESSES if getattr(address, flag)), None)
+    return named or (None if address.is_global else NOT_PUBLIC)
 
 
 def _refused(msg: str) -> InvalidInput:
