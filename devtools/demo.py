@@ -215,6 +215,9 @@ def demo_environment(args: argparse.Namespace) -> dict[str, str]:
         "AIJOBS_FLOWER_URL": f"http://127.0.0.1:{args.flower_port}",
         # The demo's webhooks go to its receiver on this machine, over plain http.
         "AIJOBS_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+        # Half the batch worker's slots while single jobs are about, as .env.example says.
+        "AIJOBS_BATCH_MAX_IN_FLIGHT": os.environ.get("AIJOBS_BATCH_MAX_IN_FLIGHT")
+        or str(args.worker_concurrency // 2),
     }
     if not os.environ.get("ANTHROPIC_API_KEY"):
         env.update(ANTHROPIC_API_KEY=SIMULATED_KEY, AIJOBS_SIMULATED="true")

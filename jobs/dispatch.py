@@ -8,10 +8,12 @@ commit, to a queue of its own (the items go to AIJOBS_BATCH_QUEUE), and with Red
 every batch item on a worker that takes both (AIJOBS_BATCH_PRIORITY): it waits for the next
 free worker slot, not behind the batches' windows.
 
-With AIJOBS_BATCH_MAX_IN_FLIGHT the batches together never have more items out than that:
-a round publishes only what the cap leaves room for, still in turn. A batch large enough to
-fill every worker slot would otherwise leave a job submitted on its own waiting for a slot,
-on workers whose CPU the batch keeps busy; below the fleet's slots, some stay free for it.
+With AIJOBS_BATCH_MAX_IN_FLIGHT, while jobs submitted on their own are about, the batches
+together never have more items out than that: a round publishes only what the cap leaves
+room for, still in turn. A batch large enough to fill every worker slot would otherwise
+leave a job submitted on its own waiting for a slot, or on a worker of its own, waiting for
+a database and a provider the batch keeps busy. With no single job about, the windows alone
+bound the batches, so they use the whole fleet.
 
 Rounds run when a batch is submitted (batches_kick), after its items finish
 (batch_items_finished: a worker process runs one round for the items it finished since its
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
+from datetime import timedelta
 from functools import partial
 from uuid import UUID
 
@@ -35,7 +38,7 @@ from django.utils import timezone
 
 from celery_app import app as celery_app
 from jobs import events, rows, webhooks
-from jobs.models import UNFINISHED, Job, WebhookEvent
+from jobs.models import LIVE, UNFINISHED, Job, WebhookEvent
 from jobs.submission import job_enqueue
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,7 @@ DISPATCH_TASK = "aijobs.dispatch_batches"
 # Items one round publishes at most, so its transaction and its sends stay short; a round
 # that reaches it is followed by another at once.
 ROUND_LIMIT = 500
+SINGLE_JOBS_GRACE = timedelta(seconds=2)
 
 
 def batches_dispatch() -> int:
@@ -83,19 +87,32 @@ def _round() -> int:
 
 
 def _room() -> int:
-    """Items AIJOBS_BATCH_MAX_IN_FLIGHT leaves room for (a round's worth without it).
+    """Items AIJOBS_BATCH_MAX_IN_FLIGHT leaves room for while single jobs are about (a round's
+    worth without the cap, or with none about).
 
     Counted on the dispatcher's in-flight index, after the round locked its batches: two
     rounds only run at once on different batches (a batch submitted during a round), and
     only then can they go past the cap together, by the second round's items.
     """
     cap = settings.AIJOBS_BATCH_MAX_IN_FLIGHT
-    if not cap:
+    if not cap or not _single_jobs_about():
         return ROUND_LIMIT
     out = Job.objects.filter(
         batch__isnull=False, enqueued_at__isnull=False, status__in=UNFINISHED
     ).count()
     return max(0, cap - out)
+
+
+def _single_jobs_about() -> bool:
+    """Whether a job submitted on its own is queued or running, or one started within
+    SINGLE_JOBS_GRACE: someone submitting jobs one after another has one about all along,
+    and between two of them the batches must not take back the whole machine."""
+    singles = Job.objects.filter(batch__isnull=True)
+    recent = timezone.now() - SINGLE_JOBS_GRACE
+    # The first from the job_single_live index; the second from the last claims (job_last_claimed).
+    return (
+        singles.filter(status__in=LIVE).exists() or singles.filter(started_at__gt=recent).exists()
+    )
 
 
 def _publish(job_ids: list[UUID]) -> None:

@@ -24,6 +24,8 @@ class Status(models.TextChoices):
 
 
 UNFINISHED = (Status.QUEUED, Status.RUNNING, Status.RETRYING)
+# Waiting for a worker slot or in one (a retrying job waits for neither).
+LIVE = (Status.QUEUED, Status.RUNNING)
 FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELED)
 
 COST_FIELD = {"max_digits": 14, "decimal_places": 6, "default": Decimal(0)}
@@ -221,6 +223,13 @@ class Job(TokenCounts, WebhookTarget):
                 fields=["batch"],
                 name="job_batch_in_flight",
                 condition=Q(batch__isnull=False, enqueued_at__isnull=False, status__in=UNFINISHED),
+            ),
+            # The dispatcher's question before it applies AIJOBS_BATCH_MAX_IN_FLIGHT: is any
+            # job submitted on its own waiting or running? Answered from the few that are.
+            models.Index(
+                fields=["status"],
+                name="job_single_live",
+                condition=Q(batch__isnull=True, status__in=LIVE),
             ),
         ]
 

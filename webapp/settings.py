@@ -294,9 +294,10 @@ AIJOBS_STALL_SECONDS = env_int("AIJOBS_STALL_SECONDS", 300, minimum=10)
 # A batch's items are rows first: a dispatcher publishes them, at most this many of one batch
 # published and unfinished at a time, so a huge batch never floods the broker or the workers.
 AIJOBS_BATCH_WINDOW = env_int("AIJOBS_BATCH_WINDOW", 50, minimum=1)
-# Batch items published and unfinished, all batches together (0: no limit but the windows).
-# Set below the fleet's worker slots (workers x concurrency), e.g. three quarters of them: the
-# slots and the CPU left over are there at once for jobs submitted on their own.
+# Batch items published and unfinished, all batches together, while jobs submitted on their own
+# are queued or running (0: no limit but the windows). About half the batch workers' slots
+# (workers x concurrency) leaves the database and the provider room for them; with no single
+# job about, the batches have the whole fleet (jobs/dispatch.py).
 AIJOBS_BATCH_MAX_IN_FLIGHT = env_int("AIJOBS_BATCH_MAX_IN_FLIGHT", 0)
 # A worker consuming both queues (the default without -Q) takes batch items behind every other
 # job, so a job submitted on its own is taken by the next free worker slot, not after the

@@ -86,7 +86,8 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         "--batch-max-in-flight",
         type=int,
         default=defaults.batch_max_in_flight,
-        help="h's AIJOBS_BATCH_MAX_IN_FLIGHT (default 0: no cap, as the product)",
+        help="h's AIJOBS_BATCH_MAX_IN_FLIGHT (default: half of --concurrency, as the "
+        "deployments; 0: no cap)",
     )
     add("--accept-items", type=int, help=f"items of f's submissions ({defaults.accept_items})")
     add("--connections", type=int, default=defaults.connections, help="connections in d")

@@ -5,8 +5,9 @@ Two deployments, each measured idle and under the batch: the platform's (docker-
 `make demo`), a worker for single jobs and one for batch items at the lowest CPU priority
 (nice 19); and one worker taking both queues, where batch items wait behind every single job
 on the broker (jobs/dispatch.py) but share the worker's process, and its CPU, with them.
---batch-max-in-flight sets AIJOBS_BATCH_MAX_IN_FLIGHT (no cap by default), which keeps the
-batch's items out of some slots, and the machine less busy with the batch.
+Both run with AIJOBS_BATCH_MAX_IN_FLIGHT at half a worker's slots, as docker-compose.yml and
+`make demo` set it (--batch-max-in-flight sets another; 0 for none): while single jobs are
+about, the batch keeps out of the other half, and the machine less busy with it.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def fairness_run(
     options = session.options
     client = ApiClient(web.url, session.token)
     session.fresh_run(sim)
-    cap = options.batch_max_in_flight
+    cap = cap_of(options)
     with contextlib.ExitStack() as stack:
         for index, (queues, nice) in enumerate(deployment.workers):
             worker = session.worker(
@@ -144,11 +145,20 @@ def of(runs: list[FairnessRun], deployment: Deployment) -> list[FairnessRun]:
     return [run for run in runs if run.deployment == deployment.name]
 
 
+def cap_of(options: Options) -> int:
+    """AIJOBS_BATCH_MAX_IN_FLIGHT: as given, or half a worker's slots, as docker-compose.yml and
+    `make demo` set it."""
+    given = options.batch_max_in_flight
+    return options.concurrency // 2 if given is None else given
+
+
 def deployment_rows(options: Options, deployment: Deployment, runs: list[FairnessRun]) -> list[Row]:
     if not runs:
         return []
-    cap = options.batch_max_in_flight
-    slots = f"at most {cap} of {options.concurrency} slots" if cap else "no cap"
+    cap = cap_of(options)
+    slots = (
+        f"at most {cap} of {options.concurrency} slots with single jobs about" if cap else "no cap"
+    )
     what = (
         f"{options.latency_jobs} sequential jobs @ {options.latency_ms} ms, "
         f"{deployment.name}, batch {slots}"

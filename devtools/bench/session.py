@@ -68,7 +68,8 @@ class Options:
     latency_jobs: int = 200
     latency_ms: int = 100
     batch_items: int = 5000
-    batch_max_in_flight: int = 0  # h's AIJOBS_BATCH_MAX_IN_FLIGHT (0: none, the default)
+    # h's AIJOBS_BATCH_MAX_IN_FLIGHT; None: half a worker's slots, as the deployments set it.
+    batch_max_in_flight: int | None = None
     accept_items: int = 10_000
     status_seconds: float = 8.0
     connections: int = 32

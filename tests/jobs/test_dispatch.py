@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from jobs import dispatch, submission
 from jobs.models import Batch, BatchStatus, Job, Status
+from jobs.submission import job_submit
 from tests.helpers import at_once, batch_of
 from tests.integration.harness import wait_for
 
@@ -116,10 +117,16 @@ def test_a_round_limit_is_shared_in_turn_and_the_next_round_goes_on(
     assert Job.objects.filter(batch=small, enqueued_at__isnull=False).count() == 4
 
 
+def single_job(user) -> Job:
+    """A job submitted on its own, queued."""
+    return job_submit(owner=user, kind="summarize", input={"text": "On its own. Alone."}).job
+
+
 def test_the_batches_together_never_have_more_out_than_the_cap_still_in_turn(
     user, other_user, run_round, settings
 ):
     settings.AIJOBS_BATCH_MAX_IN_FLIGHT = 4
+    single_job(user)
     a1 = named(batch_of(user, texts(5)), "a1")
     b1 = named(batch_of(other_user, texts(5)), "b1")
 
@@ -135,6 +142,7 @@ def test_a_batch_with_nothing_left_finishes_while_the_cap_is_full(
     user, other_user, run_round, settings
 ):
     settings.AIJOBS_BATCH_MAX_IN_FLIGHT = 1
+    single_job(user)
     named(batch_of(user, texts(3)), "big")
     small = named(batch_of(other_user, texts(1)), "small")
     assert run_round() == ["big#1"]
@@ -143,6 +151,28 @@ def test_a_batch_with_nothing_left_finishes_while_the_cap_is_full(
     assert run_round() == []
     small.refresh_from_db()
     assert small.status == BatchStatus.FINISHED
+
+
+def test_the_cap_holds_while_a_single_job_runs_or_started_of_late_and_only_then(
+    user, run_round, settings
+):
+    settings.AIJOBS_BATCH_MAX_IN_FLIGHT = 1
+    settings.AIJOBS_BATCH_WINDOW = 2
+    batch = named(batch_of(user, texts(6)), "b")
+    assert run_round() == ["b#1", "b#2"], "no single job about: the window alone"
+    finish(batch, 1, 2)
+
+    job = single_job(user)
+    assert run_round() == ["b#3"], "a single job queued"
+    finish(batch, 3)
+    now = timezone.now()
+    Job.objects.filter(pk=job.pk).update(status=Status.SUCCEEDED, started_at=now, finished_at=now)
+    assert run_round() == ["b#4"], "one started of late: another may be on its way"
+    finish(batch, 4)
+
+    long_ago = now - dispatch.SINGLE_JOBS_GRACE - timedelta(seconds=1)
+    Job.objects.filter(pk=job.pk).update(started_at=long_ago)
+    assert run_round() == ["b#5", "b#6"], "none about any more: the window alone"
 
 
 def test_a_batch_runs_at_its_first_dispatch_and_finishes_with_its_last_item(user, run_round):
