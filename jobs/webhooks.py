@@ -61,7 +61,7 @@ REFUSED_ADDRESSES = (
 )
 # Past those, any address outside the public internet (shared address space 100.64.0.0/10,
 # where some clouds serve instance metadata; documentation and benchmarking ranges).
-NOT_PUBLIC = "not public"
+NOT_PUBLIC = "non-public"
 BACKOFF_FACTOR = 4
 BACKOFF_CAP = timedelta(hours=4)
 # A try's lease outlives its deadline by this much, so no second try starts while it runs.
