@@ -3,10 +3,11 @@ whether jobs are moving at all."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from celery_app import app as celery_app
@@ -34,14 +35,23 @@ def system_health() -> dict[str, Any]:
 
 
 def jobs_stalled() -> bool:
-    """Jobs have waited longer than AIJOBS_STALL_SECONDS and none was claimed meanwhile.
+    """Single jobs, or batch items, have waited longer than AIJOBS_STALL_SECONDS and none of
+    them was claimed meanwhile.
 
     A worker can stay alive, and even answer pings, after it stopped consuming
-    (a broker reset can leave it deaf); only jobs that move prove it works.
+    (a broker reset can leave it deaf); only jobs that move prove it works. Each queue
+    is asked on its own: workers taking single jobs prove nothing of the batch queue,
+    which a deployment may have left without a worker.
     """
     since = timezone.now() - timedelta(seconds=settings.AIJOBS_STALL_SECONDS)
-    waiting = Job.objects.filter(status=Status.QUEUED, created_at__lt=since).exists()
-    return waiting and not Job.objects.filter(started_at__gte=since).exists()
+    return any(
+        _stalled(Job.objects.filter(batch__isnull=single), since) for single in (True, False)
+    )
+
+
+def _stalled(jobs: QuerySet[Job], since: datetime) -> bool:
+    waiting = jobs.filter(status=Status.QUEUED, created_at__lt=since).exists()
+    return waiting and not jobs.filter(started_at__gte=since).exists()
 
 
 def _check_database() -> bool:

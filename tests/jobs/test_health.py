@@ -17,6 +17,7 @@ from jobs.attempts import job_claim
 from jobs.health import jobs_stalled
 from jobs.models import Job
 from jobs.submission import job_submit
+from tests.helpers import batch_of
 
 pytestmark = pytest.mark.django_db
 
@@ -125,3 +126,16 @@ def test_an_old_claim_does_not_hide_a_stall(user, settings):
     make_stale(submit(user))
 
     assert jobs_stalled(), "only a claim within the stall window counts"
+
+
+def test_batch_items_waiting_with_only_single_jobs_claimed_are_stalled(user, settings):
+    """A deployment whose workers all take single jobs only (-Q aijobs) runs no batch item."""
+    settings.AIJOBS_STALL_SECONDS = 60
+    batch = batch_of(user, ["One. Item.", "Two. Item."])
+    Job.objects.filter(batch=batch).update(created_at=timezone.now() - timedelta(minutes=5))
+    job_claim(job_id=submit(user).id)
+    assert jobs_stalled(), "single jobs moving prove nothing of the batch queue"
+
+    item = Job.objects.filter(batch=batch).first()
+    job_claim(job_id=item.id)
+    assert not jobs_stalled()
