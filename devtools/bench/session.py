@@ -35,8 +35,7 @@ BENCH_DATABASE = "aijobs_bench"
 BENCH_ROLE = "aijobs_bench"
 BENCH_USER = "bench"
 QUEUE = "aijobs-bench"
-# The platform names its batch queue after AIJOBS_QUEUE (webapp/settings.py).
-BATCH_QUEUE = f"{QUEUE}-batch"
+BATCH_QUEUE = "aijobs-bench-batch"
 BARE_QUEUE = "aijobs-bench-bare"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/aijobs"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -188,6 +187,7 @@ def open_session(options: Options, processes: Processes) -> Session:
         database_url=database_url,
         broker_url=redis_db_url(redis_url, options.redis_db),
         queue=QUEUE,
+        batch_queue=BATCH_QUEUE,
         bare_queue=BARE_QUEUE,
     )
     say(f"database {BENCH_DATABASE} (role {BENCH_ROLE}), broker db {options.redis_db}")

@@ -160,6 +160,7 @@ class BenchEnv:
     database_url: str
     broker_url: str
     queue: str
+    batch_queue: str
     bare_queue: str
 
     def child_env(self, sim_url: str = "", **overrides: str) -> dict[str, str]:
@@ -175,6 +176,7 @@ class BenchEnv:
             "REDIS_URL": self.broker_url,
             "CELERY_BROKER_URL": self.broker_url,
             "AIJOBS_QUEUE": self.queue,
+            "AIJOBS_BATCH_QUEUE": self.batch_queue,
             "AIJOBS_BENCH_BARE_QUEUE": self.bare_queue,
             "ANTHROPIC_API_KEY": "sim-bench-key",
             "AIJOBS_SIMULATED": "true",
