@@ -39,9 +39,10 @@ from jobs.models import UNFINISHED, Batch, Job, Mode, Status, WebhookEvent
 
 log = logging.getLogger(__name__)
 
-# The task that runs a job; workers.tasks registers under this name, and the
-# name (not an import) is what keeps jobs independent of workers.
+# The tasks that run a job, and a batch's item; workers.tasks registers them under these
+# names, and the names (not an import) are what keep jobs independent of workers.
 RUN_JOB_TASK = "aijobs.run_job"
+RUN_BATCH_ITEM_TASK = "aijobs.run_batch_item"
 
 # What a cancel reads to write the job.completed messages.
 WEBHOOK_COLUMNS = ("owner_id", "webhook", "webhook_events")
@@ -267,17 +268,19 @@ def job_enqueue(*, job_id: UUID, in_batch: bool = False) -> bool:
     """Send the job's message; only the id travels, so user text never sits in the broker.
 
     A batch's item goes to the batch queue, behind every other job (settings,
-    AIJOBS_BATCH_QUEUE). The job row says it was published (enqueued_at) from the
-    start. When the broker refuses, that mark is cleared and the reaper publishes the
-    job later: the job was accepted and must not fail, nor the request that made it.
+    AIJOBS_BATCH_QUEUE), as a task of its own (workers.tasks). The job row says it was
+    published (enqueued_at) from the start. When the broker refuses, that mark is cleared
+    and the reaper publishes the job later: the job was accepted and must not fail, nor
+    the request that made it.
     """
     route: dict[str, Any] = (
         {"queue": settings.AIJOBS_BATCH_QUEUE, "priority": settings.AIJOBS_BATCH_PRIORITY}
         if in_batch
         else {}
     )
+    task = RUN_BATCH_ITEM_TASK if in_batch else RUN_JOB_TASK
     try:
-        celery_app.send_task(RUN_JOB_TASK, args=[str(job_id)], **route)
+        celery_app.send_task(task, args=[str(job_id)], **route)
     except Exception as exc:
         log.warning(
             "job %s: broker refused the message (%s); the reaper will resend it", job_id, exc

@@ -252,6 +252,7 @@ AIJOBS_MAX_INPUT_CHARS = env_int("AIJOBS_MAX_INPUT_CHARS", 100_000, minimum=100)
 AIJOBS_CLAUDE_TIMEOUT = env_float("AIJOBS_CLAUDE_TIMEOUT", 60.0, minimum=1.0)
 # Stream answers from Claude and publish the output as it is written; off, each call
 # waits for the whole answer (no output events, and a cancel cannot cut a call short).
+# A batch's items are never streamed (workers/runner.py).
 AIJOBS_STREAM_OUTPUT = env_bool("AIJOBS_STREAM_OUTPUT", True)
 AIJOBS_MAX_ATTEMPTS = env_int("AIJOBS_MAX_ATTEMPTS", 5, minimum=1)
 AIJOBS_RETRY_BASE_DELAY = env_float("AIJOBS_RETRY_BASE_DELAY", 2.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from decimal import Decimal
 from uuid import uuid4
 
@@ -14,7 +16,14 @@ from celery_app import app as celery_app
 from jobs.attempts import CallReport, call_begin, call_finish
 from jobs.errors import BudgetExceeded, InvalidInput, JobNotFinished
 from jobs.models import Job, Outcome, Status, UserLimits
-from jobs.submission import RUN_JOB_TASK, job_cancel, job_enqueue, job_rerun, job_submit
+from jobs.submission import (
+    RUN_BATCH_ITEM_TASK,
+    RUN_JOB_TASK,
+    job_cancel,
+    job_enqueue,
+    job_rerun,
+    job_submit,
+)
 from jobs.usage import Usage
 
 pytestmark = pytest.mark.django_db
@@ -105,3 +114,22 @@ def test_a_batch_item_waits_on_the_batch_queue_behind_every_other_job():
         before[1],
         before[2] + 2,
     )
+
+
+def test_a_batch_item_is_sent_as_a_task_of_its_own():
+    single = settings.CELERY_TASK_DEFAULT_QUEUE
+    last = f"{settings.AIJOBS_BATCH_QUEUE}{Channel.sep}{settings.AIJOBS_BATCH_PRIORITY}"
+    item_id, job_id = uuid4(), uuid4()
+
+    assert job_enqueue(job_id=item_id, in_batch=True)
+    assert job_enqueue(job_id=job_id)
+
+    assert newest_task(last) == (RUN_BATCH_ITEM_TASK, [str(item_id)])
+    assert newest_task(single) == (RUN_JOB_TASK, [str(job_id)])
+
+
+def newest_task(key: str) -> tuple[str, list[str]]:
+    """The task name and arguments of the message last pushed to one of kombu's Redis lists."""
+    message = json.loads(redis.Redis.from_url(settings.CELERY_BROKER_URL).lindex(key, 0))
+    args, _, _ = json.loads(base64.b64decode(message["body"]))
+    return message["headers"]["task"], args

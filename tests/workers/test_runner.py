@@ -16,6 +16,7 @@ from jobs.events import job_events_read
 from jobs.models import Job, Outcome, ProviderCall, Status, UserLimits
 from jobs.submission import job_submit
 from jobs.usage import Usage
+from tests.helpers import batch_of
 from workers import claude, ratelimit, runner
 
 pytestmark = pytest.mark.django_db
@@ -172,6 +173,38 @@ def test_with_streaming_off_the_answer_is_awaited_whole_and_nothing_is_published
     assert job.status == Status.SUCCEEDED
     events = asyncio.run(job_events_read(job.id, None, 0))
     assert [event for _, event, _ in events if event == "output"] == []
+
+
+class NotedRounds:
+    """Stands in for the worker's round thread: the batches whose items finished, in order."""
+
+    def __init__(self) -> None:
+        self.batch_ids: list[object] = []
+
+    def item_finished(self, batch_id: object) -> None:
+        self.batch_ids.append(batch_id)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_item_is_awaited_whole_publishes_no_output_and_gives_its_room(
+    user, replies, monkeypatch
+):
+    queued, _ = replies
+    queued.append(VALID)
+    batch = batch_of(user, ["Some text. More text."])
+    (item,) = batch.jobs.all()
+    rounds = NotedRounds()
+    monkeypatch.setattr(runner, "ROUNDS", rounds)
+
+    runner.run_job(item.id)
+
+    item.refresh_from_db()
+    assert item.status == Status.SUCCEEDED
+    entries = asyncio.run(job_events_read(item.id, None, 0))
+    named = [(event, data.get("status")) for _, event, data in entries]
+    assert named[-2:] == [("status", "succeeded"), ("done", "succeeded")]
+    assert [event for event, _ in named if event == "output"] == []
+    assert rounds.batch_ids == [batch.id]
 
 
 def test_a_retryable_error_schedules_a_retry(job, replies):

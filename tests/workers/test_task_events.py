@@ -1,6 +1,6 @@
 """Task events, which Flower lists: a worker sends them for a job run and none for beat's chores
-(reaper, cleanup). The publisher's own task-sent event is not the task's to turn off: it follows
-task_send_sent_event."""
+(reaper, cleanup) or a batch's items. The publisher's own task-sent event is not the task's to
+turn off: it follows task_send_sent_event."""
 
 from __future__ import annotations
 
@@ -25,9 +25,11 @@ pytestmark = pytest.mark.integration
 PUBLISHER_EVENTS = {"task-sent"}
 
 
-@pytest.mark.parametrize("chore", [tasks.reap, tasks.cleanup], ids=["reap", "cleanup"])
-def test_beats_chores_ask_the_worker_for_no_task_events(chore):
-    assert chore.send_events is False
+@pytest.mark.parametrize(
+    "quiet", [tasks.reap, tasks.cleanup, tasks.run_batch_item], ids=["reap", "cleanup", "item"]
+)
+def test_beats_chores_and_batch_items_ask_the_worker_for_no_task_events(quiet):
+    assert quiet.send_events is False
     assert tasks.run_job.send_events is True
 
 
@@ -69,17 +71,24 @@ def test_a_worker_sends_task_events_for_a_job_run_and_none_for_the_reaper(worker
             timeout=30,
             what="the worker to run the reaper",
         )
-        # A run of a job that does not exist: the worker skips it, and reports it like any run.
+        # Runs of jobs that do not exist: the worker skips them, and reports a job's like any.
+        item_id = tasks.run_batch_item.apply_async(args=[str(uuid.uuid4())]).id
         run_id = tasks.run_job.apply_async(args=[str(uuid.uuid4())]).id
         wait_for(
             lambda: "task-succeeded" in types_for(events, run_id),
             timeout=30,
             what="the job run's task-succeeded event",
         )
+        wait_for(
+            lambda: f"aijobs.run_batch_item[{item_id}] succeeded" in worker.log_path.read_text(),
+            timeout=30,
+            what="the worker to run the batch item",
+        )
         # One worker sends its events in order: any reaper event came before these.
 
     assert {"task-received", "task-started", "task-succeeded"} <= types_for(events, run_id)
     assert types_for(events, reap_id) <= PUBLISHER_EVENTS
+    assert types_for(events, item_id) <= PUBLISHER_EVENTS
 
 
 def test_beat_publishes_its_chores_without_task_sent_events(tmp_path, simulator):
