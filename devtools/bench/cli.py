@@ -11,7 +11,8 @@ writes bench-results/latest.json (and a dated copy); PERFORMANCE.md explains the
        against bare Celery (no-op task, same broker and worker settings) in the same run
     b  jobs/s of one worker with a full queue, in steady state (the first wave left out),
        against concurrency / latency (Little's law), threads and gevent, answers streamed
-       and plain; the worker's CPU per job streaming against plain calls
+       and plain; the worker's CPU per job streaming against plain calls, and what the SDK
+       alone spends on a streamed call against a plain one (its floor)
     c  submit-to-finished time minus the simulated latency, sequential jobs, p50 and p99
     d  GET /api/v1/jobs/{id} requests/s and p99 against a constant Django view, same server
     e  peak RSS of the worker at concurrency 256 (measured during b)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from devtools.bench import (
     a_overhead,
     b_littles_law,
+    b_sdk_floor,
     c_latency,
     d_status,
     f_batch_accept,
@@ -22,6 +23,7 @@ from devtools.bench.scenario import Scenario
 SCENARIOS: tuple[Scenario, ...] = (
     a_overhead.SCENARIO,
     b_littles_law.SCENARIO,
+    b_sdk_floor.SCENARIO,
     c_latency.SCENARIO,
     d_status.SCENARIO,
     f_batch_accept.SCENARIO,
