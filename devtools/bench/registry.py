@@ -33,4 +33,4 @@ SCENARIOS: tuple[Scenario, ...] = (
     j_longpoll.SCENARIO,
     p_pacing.SCENARIO,
 )
-LETTERS = tuple(sorted(letter for scenario in SCENARIOS for letter in scenario.letters))
+LETTERS = tuple(sorted({letter for scenario in SCENARIOS for letter in scenario.letters}))
