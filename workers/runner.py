@@ -207,7 +207,7 @@ def _ask(job: Job, seq: int, request: Request) -> claude.Reply:
     What is left of the text is published before the call is recorded, so a job's
     output events all come before its final status. A batch's items are not streamed: their
     answers are read by the thousand, once written, and a streamed call costs the worker
-    about 40% more CPU than a plain one (PERFORMANCE.md, b).
+    20 to 40% more CPU than a plain one (PERFORMANCE.md, b).
     """
     output = None
     if settings.AIJOBS_STREAM_OUTPUT and job.batch_id is None:
