@@ -10,6 +10,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import beat_init
 from kombu.transport import redis as kombu_redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
@@ -62,6 +63,12 @@ def _shared_client(self: kombu_redis.Channel, client: Any = None) -> Iterator[An
     if client:
         yield client
         return
+    if getattr(self.connection, "client", None) is None:
+        # Collected after the worker lost Redis: a task that ran across the loss acks over
+        # this channel. kombu logs a connection error there, where this AttributeError
+        # (from building the pool) ended the worker's consumer for good. Nothing is lost:
+        # Redis came back without the message, or redelivers it to a claim that skips it.
+        raise RedisConnectionError("the channel's broker connection was collected")
     shared = self.__dict__.get("_shared_client")
     if shared is None or shared.connection_pool is not self.pool:
         shared = self.__dict__["_shared_client"] = self._create_client()

@@ -21,7 +21,9 @@ last, and ends a batch at once after its last item) and every AIJOBS_BATCH_DISPA
 from beat.
 Two rounds at once never publish past a window: each locks the batch rows it works on
 (SKIP LOCKED, so neither waits), and an item published is marked in the same transaction
-and sent only once it commits, as a single job is.
+and sent only once it commits, as a single job is. A round's items go ITEMS_PER_MESSAGE to
+a message, run in turn by one worker slot; each still counts in its batch's window until it
+ends, and one sent again (the reaper's, a retry, an item handed back) goes alone.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from django.utils import timezone
 from celery_app import app as celery_app
 from jobs import events, rows, webhooks
 from jobs.models import LIVE, UNFINISHED, Job, WebhookEvent
-from jobs.submission import job_enqueue
+from jobs.submission import batch_items_enqueue
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,11 @@ DISPATCH_TASK = "aijobs.dispatch_batches"
 # that reaches it is followed by another at once.
 ROUND_LIMIT = 500
 SINGLE_JOBS_GRACE = timedelta(seconds=2)
+# Items sent in one message, run in turn by one worker slot. A message per item cost a
+# worker more CPU in Celery (receive, decode, ack) than its item in the platform, at zero
+# simulated latency (PERFORMANCE.md, g); a worker hands back the items of a message it has
+# not begun after workers.runner.ITEMS_SECONDS, so slow calls still get a slot each.
+ITEMS_PER_MESSAGE = 8
 
 
 def batches_dispatch() -> int:
@@ -116,11 +123,13 @@ def _single_jobs_about() -> bool:
 
 
 def _publish(job_ids: list[UUID]) -> None:
-    """Send the items' messages in turn; once the broker refuses one, the rest are marked
-    unpublished without trying (each try waits out the publish retries), for the next round."""
-    for index, job_id in enumerate(job_ids):
-        if not job_enqueue(job_id=job_id, in_batch=True):
-            Job.objects.filter(pk__in=job_ids[index + 1 :]).update(enqueued_at=None)
+    """Send the items' messages in turn, ITEMS_PER_MESSAGE to a message; once the broker
+    refuses one, the rest are marked unpublished without trying (each try waits out the
+    publish retries), for the next round."""
+    for start in range(0, len(job_ids), ITEMS_PER_MESSAGE):
+        end = start + ITEMS_PER_MESSAGE
+        if not batch_items_enqueue(job_ids[start:end]):
+            Job.objects.filter(pk__in=job_ids[end:]).update(enqueued_at=None)
             return
 
 

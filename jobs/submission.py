@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -39,10 +40,10 @@ from jobs.models import UNFINISHED, Batch, Job, Mode, Status, WebhookEvent
 
 log = logging.getLogger(__name__)
 
-# The tasks that run a job, and a batch's item; workers.tasks registers them under these
+# The tasks that run a job, and a batch's items; workers.tasks registers them under these
 # names, and the names (not an import) are what keep jobs independent of workers.
 RUN_JOB_TASK = "aijobs.run_job"
-RUN_BATCH_ITEM_TASK = "aijobs.run_batch_item"
+RUN_BATCH_ITEMS_TASK = "aijobs.run_batch_items"
 
 # What a cancel reads to write the job.completed messages.
 WEBHOOK_COLUMNS = ("owner_id", "webhook", "webhook_events")
@@ -267,25 +268,43 @@ def earlier_for_key(
 def job_enqueue(*, job_id: UUID, in_batch: bool = False) -> bool:
     """Send the job's message; only the id travels, so user text never sits in the broker.
 
-    A batch's item goes to the batch queue, behind every other job (settings,
-    AIJOBS_BATCH_QUEUE), as a task of its own (workers.tasks). The job row says it was
-    published (enqueued_at) from the start. When the broker refuses, that mark is cleared
-    and the reaper publishes the job later: the job was accepted and must not fail, nor
-    the request that made it.
+    The job row says it was published (enqueued_at) from the start. When the broker refuses,
+    that mark is cleared and the job is published later (by the reaper; a batch's item by the
+    dispatcher): the job was accepted and must not fail, nor the request that made it.
     """
-    route: dict[str, Any] = (
-        {"queue": settings.AIJOBS_BATCH_QUEUE, "priority": settings.AIJOBS_BATCH_PRIORITY}
-        if in_batch
-        else {}
+    if in_batch:
+        return batch_items_enqueue([job_id])
+    return _send(RUN_JOB_TASK, [job_id], args=[str(job_id)])
+
+
+def batch_items_enqueue(job_ids: Sequence[UUID | str], *, countdown: float | None = None) -> bool:
+    """Send one message for these batch items, run in turn by one worker slot (workers.tasks).
+
+    They go to the batch queue, behind every other job (settings, AIJOBS_BATCH_QUEUE). A
+    message with a countdown is an item's next attempt: when the broker refuses it, the
+    item keeps its mark and the reaper sends it once it is overdue, its delay kept.
+    """
+    return _send(
+        RUN_BATCH_ITEMS_TASK,
+        job_ids,
+        args=[[str(job_id) for job_id in job_ids]],
+        countdown=countdown,
+        queue=settings.AIJOBS_BATCH_QUEUE,
+        priority=settings.AIJOBS_BATCH_PRIORITY,
     )
-    task = RUN_BATCH_ITEM_TASK if in_batch else RUN_JOB_TASK
+
+
+def _send(task: str, job_ids: Sequence[UUID | str], **options: Any) -> bool:
     try:
-        celery_app.send_task(task, args=[str(job_id)], **route)
+        celery_app.send_task(task, **options)
     except Exception as exc:
         log.warning(
-            "job %s: broker refused the message (%s); the reaper will resend it", job_id, exc
+            "jobs %s: broker refused the message (%s); it will be sent again",
+            ", ".join(map(str, job_ids)),
+            exc,
         )
-        Job.objects.filter(pk=job_id).update(enqueued_at=None)
+        if options.get("countdown") is None:
+            Job.objects.filter(pk__in=job_ids).update(enqueued_at=None)
         return False
     return True
 

@@ -45,3 +45,18 @@ def test_a_client_given_is_the_one_used(channel):
         pass
 
     assert used is given
+
+
+def test_an_ack_over_a_collected_connection_is_a_connection_error_kombu_logs():
+    """A worker that lost Redis collects its connection; a task that ran across the loss
+    then acks over the old channel, and kombu logs connection errors there (ack_log_error),
+    where any other error ends the worker's consumer."""
+    with app.connection_for_write() as connection:
+        if connection.transport_cls != "redis":
+            pytest.skip("the broker is not Redis")
+        channel = connection.default_channel
+        channel._pool = None
+        connection.collect()
+
+        with pytest.raises(channel.connection_errors):
+            channel.qos.ack("a delivery tag")

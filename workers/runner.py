@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -19,7 +21,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from pydantic import BaseModel
 
-from jobs import attempts, events, kinds, limits
+from jobs import attempts, events, kinds, limits, submission
 from jobs.attempts import CallReport, ClaimOutcome
 from jobs.errors import BudgetExceeded
 from jobs.models import Job, Outcome, ProviderCall
@@ -37,6 +39,8 @@ REPAIR_INSTRUCTION = (
 # A job whose owner is at their running limit waits about this long, spread by jitter.
 BUSY_DELAY_SECONDS = 2.0
 OUTPUT_MODEL_CACHE_SIZE = 1024
+# A message of batch items begins no item after this long: the rest go back to the queue.
+ITEMS_SECONDS = 0.5
 
 _models: dict[tuple[str, str], type[BaseModel]] = {}
 
@@ -98,6 +102,33 @@ def run_job(job_id: UUID | str, *, task_id: str = "") -> RunResult:
         ROUNDS.item_finished(job.batch_id)
     events.topics_pulse(events.job_topics(owner_id=job.owner_id, batch_id=job.batch_id))
     return result
+
+
+def run_items(job_ids: Sequence[str], *, task_id: str = "") -> None:
+    """One attempt of each of these batch items, in turn, as run_job runs one.
+
+    Items not begun ITEMS_SECONDS after the first go back to the queue, a message each: fast
+    items share the cost of one Celery message, and slow ones still get a worker slot each,
+    having waited for one call at most. An item to try again goes back on its own, after its
+    delay; after an item raised, the rest go back before the error is re-raised.
+    """
+    deadline = time.monotonic() + ITEMS_SECONDS
+    for index, job_id in enumerate(job_ids):
+        if index and time.monotonic() > deadline:
+            _hand_back(job_ids[index:])
+            return
+        try:
+            result = run_job(job_id, task_id=task_id)
+        except Exception:
+            _hand_back(job_ids[index + 1 :])
+            raise
+        if result.retry_in is not None:
+            submission.batch_items_enqueue([job_id], countdown=result.retry_in)
+
+
+def _hand_back(job_ids: Sequence[str]) -> None:
+    for job_id in job_ids:
+        submission.batch_items_enqueue([job_id])
 
 
 def _not_claimed(job_id: UUID | str, outcome: ClaimOutcome) -> RunResult:

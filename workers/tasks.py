@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 from celery import Task, shared_task
+from django.conf import settings
 
 from jobs import dispatch, reaper, webhooks
-from jobs.submission import RUN_BATCH_ITEM_TASK, RUN_JOB_TASK
+from jobs.submission import RUN_BATCH_ITEMS_TASK, RUN_JOB_TASK
 from workers import runner
 from workers import webhooks as webhook_delivery
 
@@ -15,24 +18,25 @@ from workers import webhooks as webhook_delivery
 @shared_task(bind=True, name=RUN_JOB_TASK, max_retries=None, ignore_result=True)
 def run_job(self: Task, job_id: str) -> None:
     """Run one attempt of the job; a retryable failure comes back as a Celery retry."""
-    _attempt(self, job_id)
-
-
-# The same run, without task events: Flower keeps the last 10,000 tasks it heard of, and a
-# batch's thousands of items would push every job submitted on its own out of its list. The
-# batch's page follows its items; Flower still shows the workers, busy and alive.
-@shared_task(
-    bind=True, name=RUN_BATCH_ITEM_TASK, max_retries=None, ignore_result=True, send_events=False
-)
-def run_batch_item(self: Task, job_id: str) -> None:
-    """Run one attempt of a batch's item, as run_job does."""
-    _attempt(self, job_id)
-
-
-def _attempt(task: Task, job_id: str) -> None:
-    outcome = runner.run_job(job_id, task_id=task.request.id or "")
+    outcome = runner.run_job(job_id, task_id=self.request.id or "")
     if outcome.retry_in is not None:
-        raise task.retry(countdown=outcome.retry_in)
+        raise self.retry(countdown=outcome.retry_in)
+
+
+# Without task events: Flower keeps the last 10,000 tasks it heard of, and a batch's thousands
+# of items would push every job submitted on its own out of its list. The batch's page follows
+# its items; Flower still shows the workers, busy and alive. An item may start up to
+# ITEMS_SECONDS into the message, so the hard limit is one item's and that much more.
+@shared_task(
+    bind=True,
+    name=RUN_BATCH_ITEMS_TASK,
+    ignore_result=True,
+    send_events=False,
+    time_limit=settings.CELERY_TASK_TIME_LIMIT + math.ceil(runner.ITEMS_SECONDS),
+)
+def run_batch_items(self: Task, job_ids: list[str]) -> None:
+    """Run one attempt of each of a batch's items sent together (jobs.dispatch)."""
+    runner.run_items(job_ids, task_id=self.request.id or "")
 
 
 # Beat runs these chores every few seconds; with task events on, Flower would list every run

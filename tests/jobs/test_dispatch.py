@@ -27,28 +27,32 @@ def window(settings):
 
 
 @pytest.fixture
-def published(monkeypatch):
-    """The ids of the items handed to the broker, in order."""
-    sent: list[UUID] = []
+def messages(monkeypatch):
+    """The items of each message handed to the broker, in order."""
+    sent: list[list[UUID]] = []
 
-    def enqueue(*, job_id: UUID, in_batch: bool) -> bool:
-        assert in_batch
-        sent.append(job_id)
+    def enqueue(job_ids: list[UUID]) -> bool:
+        sent.append(list(job_ids))
         return True
 
-    monkeypatch.setattr(dispatch, "job_enqueue", enqueue)
+    monkeypatch.setattr(dispatch, "batch_items_enqueue", enqueue)
     return sent
 
 
+def flat(messages: list[list[UUID]]) -> list[UUID]:
+    """The ids of the items handed to the broker, in order, whatever message took them."""
+    return [job_id for message in messages for job_id in message]
+
+
 @pytest.fixture
-def run_round(django_capture_on_commit_callbacks, published):
+def run_round(django_capture_on_commit_callbacks, messages):
     """One dispatch call, its commit's sends run; what it published, as `name#position`."""
 
     def run() -> list[str]:
-        before = len(published)
+        before = len(flat(messages))
         with django_capture_on_commit_callbacks(execute=True):
             dispatch.batches_dispatch()
-        return [label(job_id) for job_id in published[before:]]
+        return [label(job_id) for job_id in flat(messages)[before:]]
 
     return run
 
@@ -204,22 +208,38 @@ def test_canceled_and_finished_batches_get_nothing(user, run_round):
     assert run_round() == []
 
 
+def test_a_rounds_items_go_a_few_to_a_message_in_turn(
+    user, other_user, run_round, messages, monkeypatch
+):
+    named(batch_of(user, texts(3)), "a")
+    named(batch_of(other_user, texts(3)), "b")
+    monkeypatch.setattr(dispatch, "ITEMS_PER_MESSAGE", 4)
+
+    run_round()
+
+    assert [[label(job_id) for job_id in message] for message in messages] == [
+        ["a#1", "b#1", "a#2", "b#2"],
+        ["a#3", "b#3"],
+    ]
+
+
 def test_items_refused_by_the_broker_are_published_by_a_later_round(user, run_round, monkeypatch):
     batch = named(batch_of(user, texts(3)), "b")
+    monkeypatch.setattr(dispatch, "ITEMS_PER_MESSAGE", 2)
     tries: list[str] = []
 
     def broker_down(name: str, **options: object) -> None:
         tries.append(name)
         raise ConnectionError("broker down")
 
-    enqueue = dispatch.job_enqueue
-    monkeypatch.setattr(dispatch, "job_enqueue", submission.job_enqueue)
+    enqueue = dispatch.batch_items_enqueue
+    monkeypatch.setattr(dispatch, "batch_items_enqueue", submission.batch_items_enqueue)
     monkeypatch.setattr(submission.celery_app, "send_task", broker_down)
     run_round()
 
-    assert len(tries) == 1, "one refusal: the rest are not tried"
+    assert len(tries) == 1, "one refusal: the second message is not tried"
     assert not Job.objects.filter(batch=batch, enqueued_at__isnull=False).exists()
-    monkeypatch.setattr(dispatch, "job_enqueue", enqueue)
+    monkeypatch.setattr(dispatch, "batch_items_enqueue", enqueue)
     assert run_round() == ["b#1", "b#2", "b#3"]
 
 
@@ -254,11 +274,12 @@ def test_the_beat_runs_a_round_every_interval(settings):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_rounds_at_once_never_publish_past_a_window(user, other_user, published):
+def test_rounds_at_once_never_publish_past_a_window(user, other_user, messages):
     batches = [batch_of(owner, texts(30)) for owner in (user, other_user, user)]
 
     at_once([dispatch.batches_dispatch] * 6)
 
+    published = flat(messages)
     assert len(published) == len(set(published)) == WINDOW * len(batches)
     for batch in batches:
         assert Job.objects.filter(batch=batch, enqueued_at__isnull=False).count() == WINDOW
@@ -323,7 +344,7 @@ def lock_waiters() -> int:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_last_item_ends_its_batch_though_a_round_holding_it_looked_too_early(user, published):
+def test_the_last_item_ends_its_batch_though_a_round_holding_it_looked_too_early(user, messages):
     batch = batch_of(user, texts(2))
     dispatch.batches_dispatch()
     finish(batch, 1, 2)
@@ -339,7 +360,7 @@ def test_the_last_item_ends_its_batch_though_a_round_holding_it_looked_too_early
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_item_with_others_left_waits_for_no_lock(user, published):
+def test_an_item_with_others_left_waits_for_no_lock(user, messages):
     batch = batch_of(user, texts(2))
     dispatch.batches_dispatch()
     finish(batch, 1)

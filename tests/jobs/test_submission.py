@@ -10,6 +10,7 @@ from uuid import uuid4
 import pytest
 import redis
 from django.conf import settings
+from django.utils import timezone
 from kombu.transport.redis import Channel
 
 from celery_app import app as celery_app
@@ -17,14 +18,16 @@ from jobs.attempts import CallReport, call_begin, call_finish
 from jobs.errors import BudgetExceeded, InvalidInput, JobNotFinished
 from jobs.models import Job, Outcome, Status, UserLimits
 from jobs.submission import (
-    RUN_BATCH_ITEM_TASK,
+    RUN_BATCH_ITEMS_TASK,
     RUN_JOB_TASK,
+    batch_items_enqueue,
     job_cancel,
     job_enqueue,
     job_rerun,
     job_submit,
 )
 from jobs.usage import Usage
+from tests.helpers import batch_of
 
 pytestmark = pytest.mark.django_db
 
@@ -116,16 +119,37 @@ def test_a_batch_item_waits_on_the_batch_queue_behind_every_other_job():
     )
 
 
-def test_a_batch_item_is_sent_as_a_task_of_its_own():
+def test_batch_items_are_sent_together_as_a_task_of_their_own():
     single = settings.CELERY_TASK_DEFAULT_QUEUE
     last = f"{settings.AIJOBS_BATCH_QUEUE}{Channel.sep}{settings.AIJOBS_BATCH_PRIORITY}"
-    item_id, job_id = uuid4(), uuid4()
+    item_ids, job_id = [uuid4(), uuid4()], uuid4()
 
-    assert job_enqueue(job_id=item_id, in_batch=True)
+    assert batch_items_enqueue(item_ids)
+    assert newest_task(last) == (RUN_BATCH_ITEMS_TASK, [list(map(str, item_ids))])
+    # The reaper's resend of one item.
+    assert job_enqueue(job_id=item_ids[0], in_batch=True)
+    assert newest_task(last) == (RUN_BATCH_ITEMS_TASK, [[str(item_ids[0])]])
     assert job_enqueue(job_id=job_id)
-
-    assert newest_task(last) == (RUN_BATCH_ITEM_TASK, [str(item_id)])
     assert newest_task(single) == (RUN_JOB_TASK, [str(job_id)])
+
+
+def test_a_refused_send_unmarks_its_items_but_a_refused_retry_keeps_its_mark(user, monkeypatch):
+    """Unmarked, the dispatcher sends an item at once; a retry must wait out its delay,
+    and the reaper sends it once overdue."""
+    batch = batch_of(user, ["One. Two.", "Three. Four."])
+    first, second = batch.jobs.order_by("position")
+    Job.objects.filter(batch=batch).update(enqueued_at=timezone.now())
+
+    def broker_down(name: str, **options: object) -> None:
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(celery_app, "send_task", broker_down)
+
+    assert not batch_items_enqueue([first.id], countdown=5.0)
+    assert not batch_items_enqueue([second.id])
+    marked = dict(Job.objects.filter(batch=batch).values_list("pk", "enqueued_at"))
+    assert marked[first.id] is not None
+    assert marked[second.id] is None
 
 
 def newest_task(key: str) -> tuple[str, list[str]]:

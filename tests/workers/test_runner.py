@@ -6,6 +6,7 @@ import asyncio
 import json
 from datetime import timedelta
 from decimal import Decimal
+from uuid import UUID
 
 import pytest
 from django.db import OperationalError
@@ -205,6 +206,89 @@ def test_a_batch_item_is_awaited_whole_publishes_no_output_and_gives_its_room(
     assert named[-2:] == [("status", "succeeded"), ("done", "succeeded")]
     assert [event for event, _ in named if event == "output"] == []
     assert rounds.batch_ids == [batch.id]
+
+
+@pytest.fixture
+def sent_back(monkeypatch):
+    """The messages the runner sends back for batch items, as (ids, countdown); sent as well."""
+    sent: list[tuple[list[str], float | None]] = []
+    send = submission.batch_items_enqueue
+
+    def record(job_ids, *, countdown=None) -> bool:
+        sent.append(([str(job_id) for job_id in job_ids], countdown))
+        return send(job_ids, countdown=countdown)
+
+    monkeypatch.setattr(submission, "batch_items_enqueue", record)
+    return sent
+
+
+def items_of(user, n: int) -> list[str]:
+    batch = batch_of(user, [f"Item {i}. It says little." for i in range(n)])
+    ids = batch.jobs.order_by("position").values_list("pk", flat=True)
+    return [str(pk) for pk in ids]
+
+
+def statuses(job_ids: list[str]) -> list[str]:
+    by_id = dict(Job.objects.filter(pk__in=job_ids).values_list("pk", "status"))
+    return [by_id[UUID(job_id)] for job_id in job_ids]
+
+
+def test_a_message_of_items_runs_each_once_in_turn(user, replies, sent_back):
+    queued, seen = replies
+    queued.extend([VALID] * 3)
+    item_ids = items_of(user, 3)
+
+    runner.run_items(item_ids)
+
+    assert statuses(item_ids) == [Status.SUCCEEDED] * 3
+    texts = [Job.objects.get(pk=job_id).input["text"] for job_id in item_ids]
+    assert len(seen) == 3
+    assert all(text in messages[0]["content"] for text, messages in zip(texts, seen, strict=True))
+    assert sent_back == []
+
+
+def test_items_not_begun_in_time_go_back_a_message_each(user, replies, sent_back, monkeypatch):
+    queued, _ = replies
+    queued.append(VALID)
+    item_ids = items_of(user, 3)
+    monkeypatch.setattr(runner, "ITEMS_SECONDS", 0.0)
+
+    runner.run_items(item_ids)
+
+    assert statuses(item_ids) == [Status.SUCCEEDED, Status.QUEUED, Status.QUEUED]
+    assert sent_back == [([item_ids[1]], None), ([item_ids[2]], None)]
+
+
+def test_an_item_to_try_again_goes_back_alone_after_its_delay(user, replies, sent_back):
+    queued, _ = replies
+    queued.extend(
+        [
+            claude.ClaudeError("overloaded", "529", retryable=True, retry_after=1.0, status=529),
+            VALID,
+        ]
+    )
+    item_ids = items_of(user, 2)
+
+    runner.run_items(item_ids)
+
+    assert statuses(item_ids) == [Status.RETRYING, Status.SUCCEEDED]
+    ((ids, countdown),) = sent_back
+    assert ids == [item_ids[0]]
+    assert countdown is not None
+    assert countdown >= 1.0
+
+
+def test_after_an_item_raised_the_rest_go_back_before_the_error(
+    user, replies, sent_back, monkeypatch
+):
+    monkeypatch.setattr(runner, "_attempt", lambda job, task_id: 1 / 0)
+    item_ids = items_of(user, 3)
+
+    with pytest.raises(ZeroDivisionError):
+        runner.run_items(item_ids)
+
+    assert statuses(item_ids) == [Status.FAILED, Status.QUEUED, Status.QUEUED]
+    assert sent_back == [([item_ids[1]], None), ([item_ids[2]], None)]
 
 
 def test_a_retryable_error_schedules_a_retry(job, replies):

@@ -26,7 +26,7 @@ PUBLISHER_EVENTS = {"task-sent"}
 
 
 @pytest.mark.parametrize(
-    "quiet", [tasks.reap, tasks.cleanup, tasks.run_batch_item], ids=["reap", "cleanup", "item"]
+    "quiet", [tasks.reap, tasks.cleanup, tasks.run_batch_items], ids=["reap", "cleanup", "item"]
 )
 def test_beats_chores_and_batch_items_ask_the_worker_for_no_task_events(quiet):
     assert quiet.send_events is False
@@ -72,7 +72,7 @@ def test_a_worker_sends_task_events_for_a_job_run_and_none_for_the_reaper(worker
             what="the worker to run the reaper",
         )
         # Runs of jobs that do not exist: the worker skips them, and reports a job's like any.
-        item_id = tasks.run_batch_item.apply_async(args=[str(uuid.uuid4())]).id
+        item_id = tasks.run_batch_items.apply_async(args=[[str(uuid.uuid4())]]).id
         run_id = tasks.run_job.apply_async(args=[str(uuid.uuid4())]).id
         wait_for(
             lambda: "task-succeeded" in types_for(events, run_id),
@@ -80,7 +80,7 @@ def test_a_worker_sends_task_events_for_a_job_run_and_none_for_the_reaper(worker
             what="the job run's task-succeeded event",
         )
         wait_for(
-            lambda: f"aijobs.run_batch_item[{item_id}] succeeded" in worker.log_path.read_text(),
+            lambda: f"aijobs.run_batch_items[{item_id}] succeeded" in worker.log_path.read_text(),
             timeout=30,
             what="the worker to run the batch item",
         )
