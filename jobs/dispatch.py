@@ -22,8 +22,9 @@ from beat.
 Two rounds at once never publish past a window: each locks the batch rows it works on
 (SKIP LOCKED, so neither waits), and an item published is marked in the same transaction
 and sent only once it commits, as a single job is. A round's items go ITEMS_PER_MESSAGE to
-a message, run in turn by one worker slot; each still counts in its batch's window until it
-ends, and one sent again (the reaper's, a retry, an item handed back) goes alone.
+a message, run in turn by one worker slot (one to a message while jobs submitted on their own
+are about); each still counts in its batch's window until it ends, and one sent again (the
+reaper's, a retry, an item handed back) goes alone.
 """
 
 from __future__ import annotations
@@ -74,11 +75,12 @@ def _round() -> int:
         if not batch_ids:
             return 0
         now = timezone.now()
+        singles_about = _single_jobs_about()
         # With no room the statement still runs: it also finishes batches with nothing left.
         published = rows.batch_items_publish(
             batch_ids=batch_ids,
             window=settings.AIJOBS_BATCH_WINDOW,
-            limit=min(ROUND_LIMIT, _room()),
+            limit=min(ROUND_LIMIT, _room(singles_about)),
             now=now,
             # A batch that starts or ends in this round gets its message in the same statement.
             started_ids=[webhooks.message_id(pk, WebhookEvent.BATCH_STARTED) for pk in batch_ids],
@@ -88,12 +90,16 @@ def _round() -> int:
             retry_until=webhooks.retry_until(now),
         )
         if published.job_ids:
-            transaction.on_commit(partial(_publish, published.job_ids))
+            # A message of items keeps a worker thread busy back to back, and a process that
+            # also runs jobs submitted on their own then has their threads wait for the
+            # interpreter at every step (PERFORMANCE.md, h with one worker for both).
+            per_message = 1 if singles_about else ITEMS_PER_MESSAGE
+            transaction.on_commit(partial(_publish, published.job_ids, per_message))
         webhooks.messages_hand_over(published.message_ids)
     return len(published.job_ids)
 
 
-def _room() -> int:
+def _room(singles_about: bool) -> int:
     """Items AIJOBS_BATCH_MAX_IN_FLIGHT leaves room for while single jobs are about (a round's
     worth without the cap, or with none about).
 
@@ -102,7 +108,7 @@ def _room() -> int:
     only then can they go past the cap together, by the second round's items.
     """
     cap = settings.AIJOBS_BATCH_MAX_IN_FLIGHT
-    if not cap or not _single_jobs_about():
+    if not cap or not singles_about:
         return ROUND_LIMIT
     out = Job.objects.filter(
         batch__isnull=False, enqueued_at__isnull=False, status__in=UNFINISHED
@@ -122,12 +128,12 @@ def _single_jobs_about() -> bool:
     )
 
 
-def _publish(job_ids: list[UUID]) -> None:
-    """Send the items' messages in turn, ITEMS_PER_MESSAGE to a message; once the broker
+def _publish(job_ids: list[UUID], per_message: int) -> None:
+    """Send the items' messages in turn, `per_message` items to a message; once the broker
     refuses one, the rest are marked unpublished without trying (each try waits out the
     publish retries), for the next round."""
-    for start in range(0, len(job_ids), ITEMS_PER_MESSAGE):
-        end = start + ITEMS_PER_MESSAGE
+    for start in range(0, len(job_ids), per_message):
+        end = start + per_message
         if not batch_items_enqueue(job_ids[start:end]):
             Job.objects.filter(pk__in=job_ids[end:]).update(enqueued_at=None)
             return

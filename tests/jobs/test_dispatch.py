@@ -223,6 +223,14 @@ def test_a_rounds_items_go_a_few_to_a_message_in_turn(
     ]
 
 
+def test_while_a_single_job_is_about_items_go_one_to_a_message(user, run_round, messages):
+    single_job(user)
+    named(batch_of(user, texts(3)), "a")
+
+    assert run_round() == ["a#1", "a#2", "a#3"]
+    assert list(map(len, messages)) == [1, 1, 1]
+
+
 def test_items_refused_by_the_broker_are_published_by_a_later_round(user, run_round, monkeypatch):
     batch = named(batch_of(user, texts(3)), "b")
     monkeypatch.setattr(dispatch, "ITEMS_PER_MESSAGE", 2)
