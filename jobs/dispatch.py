@@ -52,10 +52,11 @@ DISPATCH_TASK = "aijobs.dispatch_batches"
 # that reaches it is followed by another at once.
 ROUND_LIMIT = 500
 SINGLE_JOBS_GRACE = timedelta(seconds=2)
-# Items sent in one message, run in turn by one worker slot. A message per item cost a
-# worker more CPU in Celery (receive, decode, ack) than its item in the platform, at zero
-# simulated latency (PERFORMANCE.md, g); a worker hands back the items of a message it has
-# not begun after workers.runner.ITEMS_SECONDS, so slow calls still get a slot each.
+# Items sent in one message, run in turn by one worker slot. With a message per item, its
+# receipt, decoding and acknowledgement were about a fifth of an item's worker CPU, and one
+# worker process is what bounds a batch (PERFORMANCE.md, g); a worker hands back the items
+# of a message it has not begun after workers.runner.ITEMS_SECONDS, so slow calls still
+# get a slot each.
 ITEMS_PER_MESSAGE = 8
 
 
