@@ -42,7 +42,7 @@ from django.utils import timezone
 from celery_app import app as celery_app
 from jobs import events, rows, webhooks
 from jobs.models import LIVE, UNFINISHED, Job, WebhookEvent
-from jobs.submission import batch_items_enqueue
+from jobs.submission import batch_items_send
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,9 @@ def _round() -> int:
             # also runs jobs submitted on their own then has their threads wait for the
             # interpreter at every step (PERFORMANCE.md, h with one worker for both).
             per_message = 1 if singles_about else ITEMS_PER_MESSAGE
-            transaction.on_commit(partial(_publish, published.job_ids, per_message))
+            transaction.on_commit(
+                partial(batch_items_send, published.job_ids, per_message=per_message)
+            )
         webhooks.messages_hand_over(published.message_ids)
     return len(published.job_ids)
 
@@ -127,17 +129,6 @@ def _single_jobs_about() -> bool:
     return (
         singles.filter(status__in=LIVE).exists() or singles.filter(started_at__gt=recent).exists()
     )
-
-
-def _publish(job_ids: list[UUID], per_message: int) -> None:
-    """Send the items' messages in turn, `per_message` items to a message; once the broker
-    refuses one, the rest are marked unpublished without trying (each try waits out the
-    publish retries), for the next round."""
-    for start in range(0, len(job_ids), per_message):
-        end = start + per_message
-        if not batch_items_enqueue(job_ids[start:end]):
-            Job.objects.filter(pk__in=job_ids[end:]).update(enqueued_at=None)
-            return
 
 
 def batches_kick() -> None:

@@ -294,6 +294,17 @@ def batch_items_enqueue(job_ids: Sequence[UUID | str], *, countdown: float | Non
     )
 
 
+def batch_items_send(job_ids: Sequence[UUID | str], *, per_message: int) -> None:
+    """Send these batch items' messages in turn, `per_message` items to a message; once the
+    broker refuses one, the rest are marked unpublished without trying (each try waits out
+    the publish retries), for the dispatcher's next round."""
+    for start in range(0, len(job_ids), per_message):
+        end = start + per_message
+        if not batch_items_enqueue(job_ids[start:end]):
+            Job.objects.filter(pk__in=job_ids[end:]).update(enqueued_at=None)
+            return
+
+
 def _send(task: str, job_ids: Sequence[UUID | str], **options: Any) -> bool:
     try:
         celery_app.send_task(task, **options)

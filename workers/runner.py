@@ -115,20 +115,15 @@ def run_items(job_ids: Sequence[str], *, task_id: str = "") -> None:
     deadline = time.monotonic() + ITEMS_SECONDS
     for index, job_id in enumerate(job_ids):
         if index and time.monotonic() > deadline:
-            _hand_back(job_ids[index:])
+            submission.batch_items_send(job_ids[index:], per_message=1)
             return
         try:
             result = run_job(job_id, task_id=task_id)
         except Exception:
-            _hand_back(job_ids[index + 1 :])
+            submission.batch_items_send(job_ids[index + 1 :], per_message=1)
             raise
         if result.retry_in is not None:
             submission.batch_items_enqueue([job_id], countdown=result.retry_in)
-
-
-def _hand_back(job_ids: Sequence[str]) -> None:
-    for job_id in job_ids:
-        submission.batch_items_enqueue([job_id])
 
 
 def _not_claimed(job_id: UUID | str, outcome: ClaimOutcome) -> RunResult:

@@ -19,6 +19,8 @@ from tests.integration.harness import wait_for
 pytestmark = pytest.mark.django_db
 
 WINDOW = 3
+# Before the `messages` fixture replaces it with its recorder.
+REAL_ENQUEUE = submission.batch_items_enqueue
 
 
 @pytest.fixture(autouse=True)
@@ -35,7 +37,7 @@ def messages(monkeypatch):
         sent.append(list(job_ids))
         return True
 
-    monkeypatch.setattr(dispatch, "batch_items_enqueue", enqueue)
+    monkeypatch.setattr(submission, "batch_items_enqueue", enqueue)
     return sent
 
 
@@ -240,14 +242,14 @@ def test_items_refused_by_the_broker_are_published_by_a_later_round(user, run_ro
         tries.append(name)
         raise ConnectionError("broker down")
 
-    enqueue = dispatch.batch_items_enqueue
-    monkeypatch.setattr(dispatch, "batch_items_enqueue", submission.batch_items_enqueue)
+    enqueue = submission.batch_items_enqueue
+    monkeypatch.setattr(submission, "batch_items_enqueue", REAL_ENQUEUE)
     monkeypatch.setattr(submission.celery_app, "send_task", broker_down)
     run_round()
 
     assert len(tries) == 1, "one refusal: the second message is not tried"
     assert not Job.objects.filter(batch=batch, enqueued_at__isnull=False).exists()
-    monkeypatch.setattr(dispatch, "batch_items_enqueue", enqueue)
+    monkeypatch.setattr(submission, "batch_items_enqueue", enqueue)
     assert run_round() == ["b#1", "b#2", "b#3"]
 
 
